@@ -1,0 +1,354 @@
+"""GGUF -> model description.
+
+Reads a validated GGUFFile, decides the architecture family and activation, decodes every
+projection into ternary codes plus one scale, and returns a `Model`. Anything it cannot
+represent exactly is refused with one line naming the tensor or key, unless the user asked
+for `ternarize` (absmean post-training quantization).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+from gguf import GGMLQuantizationType, quants as gguf_quants
+
+from . import quants
+from .errors import BitnetError
+from .gguf_file import GGUFFile, I2_S, TL1, TL2
+from .model import HParams, Layer, Model, TernaryWeight, TokenizerData
+
+F32, F16, BF16 = GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16
+TQ1_0, TQ2_0 = GGMLQuantizationType.TQ1_0, GGMLQuantizationType.TQ2_0
+
+# architecture name -> (family, default activation, sub-norms)
+ARCHITECTURES = {
+    "bitnet-b1.58": ("bitnet", "relu2", True),
+    "bitnet-25": ("bitnet", "relu2", True),
+    "bitnet": ("bitnet", "silu", True),
+    "llama": ("llama", "silu", False),
+}
+
+# Limits well above any real model, to refuse absurd files before allocating for them.
+LIMITS = {"embedding_length": 1 << 16, "block_count": 1024, "feed_forward_length": 1 << 18,
+          "attention.head_count": 1024, "context_length": 1 << 24, "vocab": 1 << 22}
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 22)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+class Importer:
+    def __init__(self, g: GGUFFile, ternarize: bool):
+        self.g = g
+        self.ternarize = ternarize
+        self.warnings = []
+        self.name = g.name
+
+    def fail(self, msg: str):
+        raise BitnetError(f"{self.name}: {msg}")
+
+    # -- metadata ---------------------------------------------------------------------
+    def key(self, key: str, kind, default=None, required=False):
+        v = self.g.kv.get(key, None)
+        if v is None:
+            if required:
+                self.fail(f"missing metadata key {key!r}; is this a complete model file?")
+            return default
+        if kind is int:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                self.fail(f"metadata {key!r} should be an integer, found {type(v).__name__}")
+            return int(v)
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                self.fail(f"metadata {key!r} should be a number, found {type(v).__name__}")
+            v = float(v)
+            if not np.isfinite(v):
+                self.fail(f"metadata {key!r} is {v}")
+            return v
+        if kind is str:
+            if not isinstance(v, str):
+                self.fail(f"metadata {key!r} should be a string, found {type(v).__name__}")
+            return v
+        if kind is bool:
+            if not isinstance(v, (bool, int, np.integer)):
+                self.fail(f"metadata {key!r} should be a bool")
+            return bool(v)
+        return v
+
+    def bounded(self, key, v, lo, hi):
+        if not lo <= v <= hi:
+            self.fail(f"{key} = {v} is outside the supported range {lo}..{hi}")
+        return v
+
+    def hparams(self) -> HParams:
+        arch = self.key("general.architecture", str, required=True)
+        if arch not in ARCHITECTURES:
+            self.fail(f"unsupported architecture {arch!r}; bitnet-aot compiles "
+                      f"{', '.join(sorted(ARCHITECTURES))} models with ternary projections")
+        family, act, sub = ARCHITECTURES[arch]
+        p = arch + "."
+        E = self.bounded(p + "embedding_length", self.key(p + "embedding_length", int, required=True), 1, LIMITS["embedding_length"])
+        n_layer = self.bounded(p + "block_count", self.key(p + "block_count", int, required=True), 1, LIMITS["block_count"])
+        F = self.bounded(p + "feed_forward_length", self.key(p + "feed_forward_length", int, required=True), 1, LIMITS["feed_forward_length"])
+        n_head = self.bounded(p + "attention.head_count", self.key(p + "attention.head_count", int, required=True), 1, LIMITS["attention.head_count"])
+        n_head_kv = self.bounded(p + "attention.head_count_kv", self.key(p + "attention.head_count_kv", int, default=n_head), 1, n_head)
+        if E % n_head:
+            self.fail(f"embedding_length {E} is not divisible by head_count {n_head}")
+        if n_head % n_head_kv:
+            self.fail(f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
+        head_dim = E // n_head
+        if head_dim % 2:
+            self.fail(f"head dimension {head_dim} is odd; RoPE needs an even head dimension")
+        n_ctx = self.bounded(p + "context_length", self.key(p + "context_length", int, default=2048), 1, LIMITS["context_length"])
+        rope_dim = self.key(p + "rope.dimension_count", int, default=head_dim)
+        if rope_dim % 2 or not 0 < rope_dim <= head_dim:
+            self.fail(f"rope.dimension_count {rope_dim} must be even and at most the head dimension {head_dim}")
+        rope_base = self.key(p + "rope.freq_base", float, default=10000.0)
+        if rope_base <= 1.0:
+            self.fail(f"rope.freq_base {rope_base} must be greater than 1")
+        eps = self.key(p + "attention.layer_norm_rms_epsilon", float, default=1e-5)
+        if not 0 < eps < 1:
+            self.fail(f"attention.layer_norm_rms_epsilon {eps} must be in (0, 1)")
+
+        ha = self.key(p + "hidden_activation", str, default=None)
+        if ha is not None:
+            ha_norm = {"relu2": "relu2", "relu_squared": "relu2", "relu^2": "relu2",
+                       "silu": "silu", "swish": "silu"}.get(ha.lower())
+            if ha_norm is None:
+                self.fail(f"{p}hidden_activation {ha!r} is not supported (relu2 or silu)")
+            act, reason = ha_norm, f"{p}hidden_activation = {ha!r}"
+        elif arch == "bitnet":
+            reason = ("llama.cpp's 'bitnet' architecture computes the FFN with SiLU; set "
+                      "bitnet.hidden_activation = 'relu2' for BitNet-b1.58-2B-4T-style models")
+        elif family == "bitnet":
+            reason = f"architecture {arch} is defined with squared ReLU"
+        else:
+            reason = "LLaMA graph: SiLU-gated FFN"
+        # llama.cpp's converters permute Q/K of 'llama' so that RoPE acts on adjacent pairs;
+        # the BitNet converters keep HF's rotate-half layout.
+        rope_style = "norm" if family == "llama" else "neox"
+        return HParams(arch=arch, family=family, n_vocab=0, n_embd=E, n_layer=n_layer, n_ff=F,
+                       n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ctx_train=n_ctx,
+                       rope_base=rope_base, rope_dim=rope_dim, rope_style=rope_style, norm_eps=eps,
+                       activation=act, activation_reason=reason, sub_norms=sub,
+                       tied_head="output.weight" not in self.g.tensors)
+
+    # -- tensors ----------------------------------------------------------------------
+    def info(self, name: str, shape: tuple):
+        t = self.g.tensors.get(name)
+        if t is None:
+            self.fail(f"missing tensor {name!r}")
+        if t.shape != tuple(shape):
+            self.fail(f"tensor {name!r} has shape {list(t.ne)} (ggml order), expected {list(reversed(shape))}")
+        return t
+
+    def floats(self, name: str, shape: tuple) -> tuple:
+        """Any float or llama.cpp-quantized tensor -> (f32 array in numpy order, type name)."""
+        t = self.info(name, shape)
+        raw = self.g.raw(name)
+        if t.ggml_type == F32:
+            a = raw.view("<f4").astype(np.float32)
+        elif t.ggml_type == F16:
+            a = raw.view("<f2").astype(np.float32)
+        elif t.ggml_type == BF16:
+            a = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        elif t.ggml_type in (I2_S, TL1, TL2):
+            self.fail(f"tensor {name!r} is {t.type_name}, which only ternary projections may use")
+        else:
+            try:
+                a = gguf_quants.dequantize(raw, GGMLQuantizationType(t.ggml_type)).astype(np.float32)
+            except (NotImplementedError, ValueError, KeyError):
+                self.fail(f"tensor {name!r} has type {t.type_name}, which bitnet-aot cannot decode; "
+                          "re-quantize it as F16, F32, BF16 or Q8_0")
+        a = a.reshape(shape)
+        if not np.all(np.isfinite(a)):
+            self.fail(f"tensor {name!r} contains NaN or infinite values")
+        return a, t.type_name
+
+    def ternary(self, name: str, shape: tuple, extra_scale: float = 1.0) -> TernaryWeight:
+        t = self.info(name, shape)
+        n = t.n_elements
+        raw = self.g.raw(name)
+        tn = t.type_name
+        if t.ggml_type in (TL1, TL2):
+            self.fail(f"tensor {name!r} is {tn}, a bitnet.cpp runtime layout tied to its kernels; "
+                      "convert the model to I2_S, TQ2_0 or TQ1_0 instead")
+        if t.ggml_type in (TQ1_0, TQ2_0, I2_S):
+            if t.ggml_type == I2_S:
+                try:
+                    codes, scales = quants.decode_i2_s(raw, n)
+                except ValueError as e:
+                    self.fail(f"tensor {name!r}: {e}")
+                block_scale = None
+            elif t.ggml_type == TQ2_0:
+                codes, scales = quants.decode_tq2_0(raw, n)
+                block_scale = scales
+            else:
+                codes, scales = quants.decode_tq1_0(raw, n)
+                block_scale = scales
+            if block_scale is not None and np.any(codes.reshape(-1, 256).max(axis=1) > 1):
+                self.fail(f"tensor {name!r} holds invalid TQ codes (outside -1..1)")
+            if not np.all(np.isfinite(scales)):
+                self.fail(f"tensor {name!r} has a NaN or infinite scale")
+            if block_scale is None:
+                scale = float(scales[0])
+            else:
+                # One scale per tensor: every block holding a non-zero code must carry the same d.
+                used = np.any(codes.reshape(-1, 256) != 0, axis=1)
+                ds = np.unique(block_scale[used])
+                if ds.size > 1:
+                    if not self.ternarize:
+                        self.fail(f"tensor {name!r} has {ds.size} different block scales, so it is not "
+                                  "one ternary tensor; pass --ternarize to re-quantize it (quality will suffer)")
+                    w = codes.reshape(-1, 256).astype(np.float32) * block_scale[:, None]
+                    return self._ternarize(name, w.reshape(shape), tn, extra_scale)
+                scale = float(ds[0]) if ds.size else 1.0
+            if scale <= 0:
+                if np.any(codes):
+                    self.fail(f"tensor {name!r} has scale {scale}; a ternary scale must be positive")
+                scale = 1.0
+            return TernaryWeight(codes.reshape(shape), float(np.float32(scale * extra_scale)), tn)
+
+        w, tn = self.floats(name, shape)
+        got = quants.ternary_from_floats(w)
+        if got is None:
+            if not self.ternarize:
+                self.fail(f"tensor {name!r} ({tn}) is not ternary (not one scale times -1/0/+1); "
+                          "pass --ternarize to quantize it post-training (quality will suffer)")
+            return self._ternarize(name, w, tn, extra_scale)
+        codes, scale = got
+        return TernaryWeight(codes, float(np.float32(scale * extra_scale)), tn)
+
+    def _ternarize(self, name, w, tn, extra_scale):
+        codes, scale = quants.absmean_ternarize(w)
+        if not self.warnings or "--ternarize" not in self.warnings[-1]:
+            self.warnings.append("--ternarize: quantizing non-ternary projections post-training "
+                                 "(absmean); expect a large loss of quality")
+        return TernaryWeight(codes, float(np.float32(scale * extra_scale)), tn + "->ternarized")
+
+    def out_scale(self, name: str) -> float:
+        """llama.cpp 'bitnet' files may carry blk.N.<proj>.scale [1] tensors."""
+        if name not in self.g.tensors:
+            return 1.0
+        a, _ = self.floats(name, (1,))
+        return float(a[0])
+
+    # -- tokenizer ----------------------------------------------------------------------
+    def tokenizer(self, n_vocab: int):
+        kv = self.g.kv
+        model = kv.get("tokenizer.ggml.model")
+        if model is None:
+            self.warnings.append("no tokenizer in the file: the binary will take and print token ids")
+            return None
+        if model not in ("llama", "gpt2"):
+            self.fail(f"tokenizer.ggml.model {model!r} is not supported (llama = SentencePiece, gpt2 = byte-level BPE)")
+        tokens = kv.get("tokenizer.ggml.tokens")
+        if not isinstance(tokens, list) or not tokens:
+            self.fail("tokenizer.ggml.tokens is missing or not a list of strings")
+        if len(tokens) > n_vocab:
+            self.fail(f"the tokenizer has {len(tokens)} tokens but the embedding only {n_vocab} rows")
+
+        def arr(key, n, dtype):
+            v = kv.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, np.ndarray) or v.size != n:
+                self.fail(f"{key} should be a numeric array of {n} entries")
+            return [dtype(x) for x in v]
+
+        scores = arr("tokenizer.ggml.scores", len(tokens), float)
+        types = arr("tokenizer.ggml.token_type", len(tokens), int)
+        merges = kv.get("tokenizer.ggml.merges")
+        if merges is not None and not isinstance(merges, list):
+            self.fail("tokenizer.ggml.merges should be a list of strings")
+        if model == "gpt2" and not merges:
+            self.fail("a gpt2 (BPE) tokenizer needs tokenizer.ggml.merges")
+
+        def tok_id(key):
+            v = kv.get(key)
+            if v is None:
+                return -1
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < len(tokens):
+                self.fail(f"{key} = {v!r} is not a token id of this vocabulary")
+            return int(v)
+
+        pre = kv.get("tokenizer.ggml.pre")
+        if model == "gpt2" and pre is None:
+            pre = "llama-bpe" if self.g.kv.get("general.architecture", "").startswith("bitnet") else "gpt-2"
+            self.warnings.append(f"tokenizer.ggml.pre is missing; using the {pre!r} pre-tokenizer")
+        eot = tok_id("tokenizer.ggml.eot_token_id")
+        if eot < 0 and "<|eot_id|>" in tokens:
+            eot = tokens.index("<|eot_id|>")
+        tmpl = kv.get("tokenizer.chat_template")
+        return TokenizerData(
+            model=model, tokens=tokens, scores=scores, token_types=types, merges=merges, pre=pre,
+            bos_id=tok_id("tokenizer.ggml.bos_token_id"), eos_id=tok_id("tokenizer.ggml.eos_token_id"),
+            eot_id=eot, unk_id=tok_id("tokenizer.ggml.unknown_token_id"),
+            pad_id=tok_id("tokenizer.ggml.padding_token_id"),
+            add_bos=bool(kv.get("tokenizer.ggml.add_bos_token", model == "llama" or model == "gpt2")),
+            add_eos=bool(kv.get("tokenizer.ggml.add_eos_token", False)),
+            add_space_prefix=bool(kv.get("tokenizer.ggml.add_space_prefix", model == "llama")),
+            chat_template=tmpl if isinstance(tmpl, str) else None)
+
+    # -- the whole model ----------------------------------------------------------------
+    def model(self) -> Model:
+        hp = self.hparams()
+        E, F, Ekv = hp.n_embd, hp.n_ff, hp.kv_dim
+        te = self.g.tensors.get("token_embd.weight")
+        if te is None:
+            self.fail("missing tensor 'token_embd.weight'")
+        if len(te.ne) != 2 or te.ne[0] != E:
+            self.fail(f"token_embd.weight has shape {list(te.ne)}, expected [{E}, n_vocab]")
+        V = self.bounded("vocabulary size", te.ne[1], 1, LIMITS["vocab"])
+        hp.n_vocab = V
+        embd, embd_t = self.floats("token_embd.weight", (V, E))
+        out, out_t = (None, None)
+        if not hp.tied_head:
+            out, out_t = self.floats("output.weight", (V, E))
+        out_norm, _ = self.floats("output_norm.weight", (E,))
+        layers = []
+        for i in range(hp.n_layer):
+            b = f"blk.{i}."
+
+            def tern(proj, shape):
+                return self.ternary(b + proj + ".weight", shape, self.out_scale(b + proj + ".scale"))
+
+            L = Layer(
+                attn_norm=self.floats(b + "attn_norm.weight", (E,))[0],
+                wq=tern("attn_q", (E, E)), wk=tern("attn_k", (Ekv, E)), wv=tern("attn_v", (Ekv, E)),
+                wo=tern("attn_output", (E, E)),
+                ffn_norm=self.floats(b + "ffn_norm.weight", (E,))[0],
+                w_gate=tern("ffn_gate", (F, E)), w_up=tern("ffn_up", (F, E)), w_down=tern("ffn_down", (E, F)))
+            if hp.sub_norms:
+                L.attn_sub_norm = self.floats(b + "attn_sub_norm.weight", (E,))[0]
+                L.ffn_sub_norm = self.floats(b + "ffn_sub_norm.weight", (F,))[0]
+            layers.append(L)
+        tok = self.tokenizer(V)
+        return Model(hp=hp, token_embd=embd, token_embd_dtype=embd_t, output_norm=out_norm,
+                     layers=layers, output=out, output_dtype=out_t, tokenizer=tok,
+                     source_name=self.name, warnings=self.warnings)
+
+
+def load_gguf(path: str, ternarize: bool = False, hash_file: bool = True) -> Model:
+    """Read a GGUF file into a Model, or raise BitnetError with a one-line reason."""
+    g = GGUFFile(path)
+    try:
+        m = Importer(g, ternarize).model()
+    except MemoryError:
+        raise BitnetError(f"{os.path.basename(path)}: not enough memory to import this model") from None
+    finally:
+        try:
+            g.close()
+        except BufferError:
+            pass  # a view is still referenced (by a traceback); the map closes when it is freed
+    if hash_file:
+        m.source_sha256 = file_sha256(path)
+    return m

@@ -1,0 +1,132 @@
+"""The model description: one plain, format-independent picture of a ternary model.
+
+Every stage after import reads only this: the numpy reference, the packers, the code
+generator and the inspect command. Nothing here knows about GGUF.
+
+Conventions
+-----------
+* Matrices are numpy arrays in math order ``[out, in]`` (row ``o`` produces output ``o``).
+* A ternary projection is ``codes`` (int8 in {-1, 0, +1}, shape ``[out, in]``) times one
+  float32 ``scale`` per tensor: ``W = codes * scale``.  Any extra per-tensor output scale a
+  file carries (llama.cpp's ``blk.N.<proj>.scale``) is folded into ``scale`` at import.
+* Float tensors (embeddings, norms, head) are float32 arrays holding exactly the values the
+  source file stores; ``*_dtype`` records the source precision so packers can keep it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+ACTIVATIONS = ("relu2", "silu")
+ROPE_STYLES = ("neox", "norm")  # neox: rotate halves (HF rotate_half); norm: adjacent pairs
+
+
+@dataclass
+class HParams:
+    arch: str               # source architecture name as written in the file
+    family: str             # "bitnet" (sub-norms) or "llama" (plain LLaMA graph)
+    n_vocab: int
+    n_embd: int             # E
+    n_layer: int
+    n_ff: int               # F
+    n_head: int
+    n_head_kv: int
+    head_dim: int           # E / n_head
+    n_ctx_train: int
+    rope_base: float
+    rope_dim: int           # number of rotated dims per head (<= head_dim)
+    rope_style: str         # see ROPE_STYLES
+    norm_eps: float
+    activation: str         # see ACTIVATIONS
+    activation_reason: str  # why that activation was chosen (printed by inspect/build)
+    sub_norms: bool         # attn_sub_norm / ffn_sub_norm present (BitNet b1.58 graph)
+    tied_head: bool         # logits use token_embd when output.weight is absent
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_head_kv * self.head_dim
+
+
+@dataclass
+class TernaryWeight:
+    codes: np.ndarray       # int8 [out, in], values in {-1, 0, 1}
+    scale: float            # float32 per-tensor scale: W = codes * scale
+    source_type: str        # GGUF type name it came from (TQ2_0, I2_S, F16, ...)
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray               # f32 [E]
+    wq: TernaryWeight                   # [E, E]
+    wk: TernaryWeight                   # [Ekv, E]
+    wv: TernaryWeight                   # [Ekv, E]
+    wo: TernaryWeight                   # [E, E]
+    ffn_norm: np.ndarray                # f32 [E]
+    w_gate: TernaryWeight               # [F, E]
+    w_up: TernaryWeight                 # [F, E]
+    w_down: TernaryWeight               # [E, F]
+    attn_sub_norm: Optional[np.ndarray] = None   # f32 [E]  (bitnet family only)
+    ffn_sub_norm: Optional[np.ndarray] = None    # f32 [F]  (bitnet family only)
+
+    def projections(self):
+        """(name, weight) pairs in a fixed order, used by packers and reports."""
+        return [("attn_q", self.wq), ("attn_k", self.wk), ("attn_v", self.wv),
+                ("attn_output", self.wo), ("ffn_gate", self.w_gate),
+                ("ffn_up", self.w_up), ("ffn_down", self.w_down)]
+
+
+@dataclass
+class TokenizerData:
+    model: str                          # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    tokens: list                        # list[str], id -> piece text
+    scores: Optional[list] = None       # list[float] (SPM)
+    token_types: Optional[list] = None  # list[int]: 1 normal, 2 unknown, 3 control, 4 user, 5 unused, 6 byte
+    merges: Optional[list] = None       # list[str] "a b" in rank order (BPE)
+    pre: Optional[str] = None           # pre-tokenizer name (BPE): "llama-bpe", "gpt-2", "falcon3", ...
+    bos_id: int = -1
+    eos_id: int = -1
+    eot_id: int = -1                    # end of turn (<|eot_id|>), -1 if none
+    unk_id: int = -1
+    pad_id: int = -1
+    add_bos: bool = True
+    add_eos: bool = False
+    add_space_prefix: bool = True       # SPM: prepend "▁" to the text
+    chat_template: Optional[str] = None
+
+
+@dataclass
+class Model:
+    hp: HParams
+    token_embd: np.ndarray              # f32 [V, E]
+    token_embd_dtype: str               # source type name of token_embd
+    output_norm: np.ndarray             # f32 [E]
+    layers: list                        # list[Layer]
+    output: Optional[np.ndarray] = None  # f32 [V, E]; None when the head is tied
+    output_dtype: Optional[str] = None
+    tokenizer: Optional[TokenizerData] = None
+    source_sha256: str = ""             # hash of the source file
+    source_name: str = ""               # base name of the source file
+    warnings: list = field(default_factory=list)
+
+    @property
+    def head(self) -> np.ndarray:
+        """The [V, E] matrix that produces logits (token_embd when tied)."""
+        return self.token_embd if self.output is None else self.output
+
+    def param_counts(self) -> dict:
+        tern = sum(w.codes.size for L in self.layers for _, w in L.projections())
+        emb = self.token_embd.size
+        head = 0 if self.output is None else self.output.size
+        norms = self.output_norm.size + sum(
+            L.attn_norm.size + L.ffn_norm.size
+            + (0 if L.attn_sub_norm is None else L.attn_sub_norm.size)
+            + (0 if L.ffn_sub_norm is None else L.ffn_sub_norm.size)
+            for L in self.layers)
+        return {"ternary": tern, "embedding": emb, "head": head, "norms": norms,
+                "total": tern + emb + head + norms}
