@@ -1,0 +1,234 @@
+"""Test-model factory: small (or 2B-4T-sized) random-weight GGUF files for every accepted
+architecture x projection type, with a valid tokenizer, so every path can be tested
+without downloading a model.
+
+Weights are ternary with a realistic zero fraction (about 1/3) and a per-tensor scale that
+keeps activations in a sane range; norms are near 1 and embeddings N(0, 1) so logits are
+not degenerate.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import quants
+from .gguf_file import I2_S, T_F32, T_U32, TensorToWrite, write_gguf
+
+from gguf import GGMLQuantizationType as Q
+
+ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet", "llama")
+PROJ_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "f32", "bf16")
+FLOAT_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16}
+
+# A short built-in text: the BPE vocabulary of test models is learned from it.
+_TEXT = (
+    "Once upon a time there was a little model that learned to read. It read the words of "
+    "the world, one token at a time, and it wrote them back with care. The quick brown fox "
+    "jumps over the lazy dog; 0123456789 numbers, commas, and periods. What is machine "
+    "learning? It is the study of programs that improve with data. Hello, world! "
+)
+
+
+def _bf16_bytes(a: np.ndarray) -> np.ndarray:
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return r
+
+
+def float_tensor_bytes(a: np.ndarray, t: str) -> np.ndarray:
+    if t == "f32":
+        return np.ascontiguousarray(a, dtype="<f4")
+    if t == "f16":
+        return np.ascontiguousarray(a, dtype="<f2")
+    if t == "bf16":
+        return _bf16_bytes(a)
+    raise ValueError(t)
+
+
+def bytes_to_unicode() -> dict:
+    """GPT-2's reversible byte -> printable-unicode-char mapping."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _bpe_vocab(n_vocab: int):
+    """Byte-level BPE vocabulary learned from _TEXT: 256 byte symbols, merges, 3 specials."""
+    b2u = bytes_to_unicode()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    n_merges = max(0, n_vocab - 256 - len(specials))
+    words = [[b2u[b] for b in (w if i == 0 else " " + w).encode()] for i, w in enumerate(_TEXT.split(" ")) if w]
+    tokens = [b2u[b] for b in range(256)]
+    merges = []
+    have = set(tokens)
+    while len(merges) < n_merges:
+        counts = {}
+        for w in words:
+            for a, b in zip(w, w[1:]):
+                counts[(a, b)] = counts.get((a, b), 0) + 1
+        if not counts:
+            break
+        (a, b), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append(f"{a} {b}")
+        if a + b not in have:
+            tokens.append(a + b)
+            have.add(a + b)
+        for w in words:
+            i = 0
+            while i < len(w) - 1:
+                if w[i] == a and w[i + 1] == b:
+                    w[i:i + 2] = [a + b]
+                i += 1
+    tokens += specials
+    types = [1] * (len(tokens) - len(specials)) + [3] * len(specials)
+    while len(tokens) < n_vocab:
+        tokens.append(f"<|reserved_{len(tokens)}|>")
+        types.append(3)
+    ids = {t: i for i, t in enumerate(tokens)}
+    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "llama-bpe",
+            "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": np.array(types, dtype=np.int32),
+            "tokenizer.ggml.merges": merges,
+            "tokenizer.ggml.bos_token_id": ids["<|begin_of_text|>"],
+            "tokenizer.ggml.eos_token_id": ids["<|end_of_text|>"],
+            "tokenizer.ggml.eot_token_id": ids["<|eot_id|>"],
+            "tokenizer.ggml.add_bos_token": True}
+
+
+def _spm_vocab(n_vocab: int):
+    """SentencePiece-style vocabulary: <unk> <s> </s>, 256 byte pieces, then pieces of _TEXT
+    (words with the '▁' marker, then characters), scored so longer pieces win."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256
+    pieces = []
+    for w in _TEXT.split():
+        w = "▁" + w
+        for n in range(2, len(w) + 1):
+            if w[:n] not in pieces:
+                pieces.append(w[:n])
+    chars = sorted(set(_TEXT.replace(" ", "▁")))
+    pieces = [c for c in chars] + pieces
+    seen = set(tokens)
+    for p in pieces:
+        if len(tokens) >= n_vocab:
+            break
+        if p in seen:
+            continue
+        seen.add(p)
+        tokens.append(p)
+        types.append(1)
+        scores.append(-float(len(tokens)) / 1000.0 + (len(p) * 0.5 if len(p) > 1 else -5.0))
+    while len(tokens) < n_vocab:
+        tokens.append(f"<unused{len(tokens)}>")
+        types.append(5)
+        scores.append(-1e4)
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": np.array(scores, dtype=np.float32),
+            "tokenizer.ggml.token_type": np.array(types, dtype=np.int32),
+            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+            "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
+            "tokenizer.ggml.add_space_prefix": True}
+
+
+def ternary_tensor(name: str, codes: np.ndarray, scale: float, ptype: str) -> TensorToWrite:
+    """A [out, in] ternary matrix written in the requested GGUF type."""
+    out_dim, in_dim = codes.shape
+    flat = codes.reshape(-1)
+    ne = (in_dim, out_dim)
+    if ptype == "tq2_0":
+        return TensorToWrite(name, Q.TQ2_0, ne, quants.encode_tq2_0(flat, np.full(flat.size // 256, scale, np.float32)))
+    if ptype == "tq1_0":
+        return TensorToWrite(name, Q.TQ1_0, ne, quants.encode_tq1_0(flat, np.full(flat.size // 256, scale, np.float32)))
+    if ptype == "i2_s":
+        return TensorToWrite(name, I2_S, ne, quants.encode_i2_s(flat, scale))
+    return TensorToWrite(name, FLOAT_TYPES[ptype], ne, float_tensor_bytes(codes.astype(np.float32) * np.float32(scale), ptype))
+
+
+def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2_0", *,
+                    n_embd: int = 256, n_layer: int = 2, n_ff: int = 512, n_head: int = 4,
+                    n_head_kv: int = 2, n_vocab: int = 512, n_ctx: int = 256,
+                    tokenizer: str = "spm", embd_type: str = "f16", tied: bool = None,
+                    rope_base: float = 10000.0, hidden_activation: str = None,
+                    proj_scales: bool = False, seed: int = 0, zero_fraction: float = 0.35) -> str:
+    """Write a random-weight GGUF model and return its path.
+
+    arch: one of ARCHS. proj_type: one of PROJ_TYPES (TQ types need n_embd and n_ff to be
+    multiples of 256; I2_S multiples of 128). tokenizer: "spm" or "bpe".
+    tied: tied head (default: True for bitnet archs, False for llama).
+    proj_scales: write llama.cpp 'bitnet'-style blk.N.<proj>.scale tensors.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}")
+    if proj_type not in PROJ_TYPES:
+        raise ValueError(f"proj_type must be one of {PROJ_TYPES}")
+    rng = np.random.default_rng(seed)
+    if tied is None:
+        tied = arch != "llama"
+    head_dim = n_embd // n_head
+    kv_dim = head_dim * n_head_kv
+    p = arch + "."
+    kv = {"general.architecture": arch, "general.name": f"bitnet-aot test model ({arch}, {proj_type})",
+          p + "context_length": n_ctx, p + "embedding_length": n_embd, p + "block_count": n_layer,
+          p + "feed_forward_length": n_ff, p + "attention.head_count": n_head,
+          p + "attention.head_count_kv": n_head_kv, p + "rope.freq_base": float(rope_base),
+          p + "rope.dimension_count": head_dim, p + "attention.layer_norm_rms_epsilon": 1e-5,
+          p + "vocab_size": n_vocab}
+    if hidden_activation:
+        kv[p + "hidden_activation"] = hidden_activation
+    kv.update(_spm_vocab(n_vocab) if tokenizer == "spm" else _bpe_vocab(n_vocab))
+
+    def norm(n):
+        return lambda: float_tensor_bytes((1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32), "f32")
+
+    def tern(name, out_dim, in_dim):
+        def make():
+            r = rng.random((out_dim, in_dim))
+            codes = np.where(r < zero_fraction, 0, np.where(rng.random((out_dim, in_dim)) < 0.5, -1, 1)).astype(np.int8)
+            # scale ~ 1/sqrt(fan-in * non-zero fraction) keeps outputs O(1)
+            scale = float(np.float16(1.0 / np.sqrt(in_dim * (1 - zero_fraction)) * (0.8 + 0.4 * rng.random())))
+            return ternary_tensor(name, codes, scale, proj_type).data
+        t0 = ternary_tensor(name, np.zeros((out_dim, in_dim), np.int8), 1.0, proj_type)
+        return TensorToWrite(name, t0.ggml_type, t0.ne, make)
+
+    def embd(name):
+        return TensorToWrite(name, FLOAT_TYPES[embd_type], (n_embd, n_vocab),
+                             lambda: float_tensor_bytes(0.25 * rng.standard_normal((n_vocab, n_embd), dtype=np.float32), embd_type))
+
+    tensors = [embd("token_embd.weight"),
+               TensorToWrite("output_norm.weight", Q.F32, (n_embd,), norm(n_embd))]
+    if not tied:
+        tensors.append(embd("output.weight"))
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        tensors += [
+            TensorToWrite(b + "attn_norm.weight", Q.F32, (n_embd,), norm(n_embd)),
+            tern(b + "attn_q.weight", n_embd, n_embd),
+            tern(b + "attn_k.weight", kv_dim, n_embd),
+            tern(b + "attn_v.weight", kv_dim, n_embd),
+            tern(b + "attn_output.weight", n_embd, n_embd),
+            TensorToWrite(b + "ffn_norm.weight", Q.F32, (n_embd,), norm(n_embd)),
+            tern(b + "ffn_gate.weight", n_ff, n_embd),
+            tern(b + "ffn_up.weight", n_ff, n_embd),
+            tern(b + "ffn_down.weight", n_embd, n_ff),
+        ]
+        if arch != "llama":
+            tensors += [TensorToWrite(b + "attn_sub_norm.weight", Q.F32, (n_embd,), norm(n_embd)),
+                        TensorToWrite(b + "ffn_sub_norm.weight", Q.F32, (n_ff,), norm(n_ff))]
+        if proj_scales:
+            for proj in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+                tensors.append(TensorToWrite(f"{b}{proj}.scale", Q.F32, (1,),
+                                             lambda: np.array([0.5 + rng.random()], dtype="<f4")))
+    write_gguf(path, kv, tensors)
+    return path
+
+
+# Shapes of BitNet-b1.58-2B-4T, for benchmarks.
+SHAPES_2B4T = dict(n_embd=2560, n_layer=30, n_ff=6912, n_head=20, n_head_kv=5, n_vocab=128256, n_ctx=4096,
+                   rope_base=500000.0)
+
+__all__ = ["make_test_model", "ARCHS", "PROJ_TYPES", "SHAPES_2B4T", "T_F32", "T_U32"]

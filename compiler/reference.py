@@ -1,0 +1,128 @@
+"""Numpy reference forward pass: the oracle for every compiled model.
+
+Clear rather than fast. Numerics are the trained BitNet b1.58 ones (FORMATS.md section 1):
+activations entering each ternary matmul are quantized per token with absmax to int8
+(round half to even), the matmul is exact integer arithmetic, and the output is
+acc / as * ws, all in float32 like the C runtime.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .model import Model, TernaryWeight
+
+f32 = np.float32
+
+
+def rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """x [T, D] -> x / sqrt(mean(x^2) + eps) * w"""
+    ms = np.mean(x.astype(np.float64) ** 2, axis=-1, keepdims=True)
+    return (x / np.sqrt(ms + eps)).astype(f32) * w
+
+
+def quantize_activations(x: np.ndarray):
+    """Per-token absmax int8: returns (q int8 [T, K], as f32 [T, 1])."""
+    amax = np.maximum(np.max(np.abs(x), axis=-1, keepdims=True), f32(1e-5)).astype(f32)
+    a_s = (f32(127.0) / amax).astype(f32)
+    q = np.clip(np.rint(x * a_s), -128, 127).astype(np.int8)
+    return q, a_s
+
+
+def ternary_matmul(x: np.ndarray, w: TernaryWeight) -> np.ndarray:
+    """x f32 [T, K] -> y f32 [T, M] with BitNet numerics."""
+    q, a_s = quantize_activations(x)
+    acc = q.astype(np.int64) @ w.codes.T.astype(np.int64)         # exact integers
+    return (acc.astype(f32) / a_s * f32(w.scale)).astype(f32)
+
+
+def rope(x: np.ndarray, pos: np.ndarray, rope_dim: int, base: float, style: str) -> np.ndarray:
+    """x [T, H, D]; rotates the first rope_dim dims of each head."""
+    half = rope_dim // 2
+    inv = (1.0 / (base ** (np.arange(half, dtype=np.float64) * 2.0 / rope_dim)))
+    ang = pos[:, None].astype(np.float64) * inv[None, :]                    # [T, half]
+    cos = np.cos(ang).astype(f32)[:, None, :]
+    sin = np.sin(ang).astype(f32)[:, None, :]
+    out = x.copy()
+    if style == "neox":       # pairs (i, i + half)
+        a, b = x[..., :half], x[..., half:rope_dim]
+        out[..., :half] = a * cos - b * sin
+        out[..., half:rope_dim] = a * sin + b * cos
+    else:                     # "norm": adjacent pairs (2i, 2i + 1)
+        a, b = x[..., 0:rope_dim:2], x[..., 1:rope_dim:2]
+        out[..., 0:rope_dim:2] = a * cos - b * sin
+        out[..., 1:rope_dim:2] = a * sin + b * cos
+    return out
+
+
+class Reference:
+    """Stateful reference model with a KV cache."""
+
+    def __init__(self, model: Model):
+        self.m = model
+        self.reset()
+
+    def reset(self):
+        hp = self.m.hp
+        self.k_cache = [np.zeros((0, hp.n_head_kv, hp.head_dim), f32) for _ in range(hp.n_layer)]
+        self.v_cache = [np.zeros((0, hp.n_head_kv, hp.head_dim), f32) for _ in range(hp.n_layer)]
+        self.pos = 0
+
+    def forward(self, tokens) -> np.ndarray:
+        """Evaluate tokens (appending to the cache); returns logits f32 [T, V]."""
+        m, hp = self.m, self.m.hp
+        tokens = np.asarray(tokens, dtype=np.int64)
+        T = tokens.size
+        pos = np.arange(self.pos, self.pos + T)
+        x = m.token_embd[tokens].astype(f32)                                    # [T, E]
+        H, Hkv, D = hp.n_head, hp.n_head_kv, hp.head_dim
+        group = H // Hkv
+        for li, L in enumerate(m.layers):
+            h = rmsnorm(x, L.attn_norm, hp.norm_eps)
+            q = ternary_matmul(h, L.wq).reshape(T, H, D)
+            k = ternary_matmul(h, L.wk).reshape(T, Hkv, D)
+            v = ternary_matmul(h, L.wv).reshape(T, Hkv, D)
+            q = rope(q, pos, hp.rope_dim, hp.rope_base, hp.rope_style)
+            k = rope(k, pos, hp.rope_dim, hp.rope_base, hp.rope_style)
+            K = self.k_cache[li] = np.concatenate([self.k_cache[li], k], axis=0)   # [S, Hkv, D]
+            V = self.v_cache[li] = np.concatenate([self.v_cache[li], v], axis=0)
+            S = K.shape[0]
+            att = np.empty((T, H, D), f32)
+            for hh in range(H):
+                kh, vh = K[:, hh // group, :], V[:, hh // group, :]                # [S, D]
+                s = (q[:, hh, :] @ kh.T) / f32(np.sqrt(D))                       # [T, S]
+                mask = np.arange(S)[None, :] > pos[:, None]
+                s = np.where(mask, -np.inf, s)
+                s = s - s.max(axis=1, keepdims=True)
+                p = np.exp(s)
+                p = p / p.sum(axis=1, keepdims=True)
+                att[:, hh, :] = p @ vh
+            a = att.reshape(T, H * D)
+            if L.attn_sub_norm is not None:
+                a = rmsnorm(a, L.attn_sub_norm, hp.norm_eps)
+            x = x + ternary_matmul(a, L.wo)
+            h = rmsnorm(x, L.ffn_norm, hp.norm_eps)
+            g = ternary_matmul(h, L.w_gate)
+            u = ternary_matmul(h, L.w_up)
+            if hp.activation == "relu2":
+                g = np.maximum(g, 0) ** 2
+            else:
+                g = g / (1 + np.exp(-g))
+            f = (g * u).astype(f32)
+            if L.ffn_sub_norm is not None:
+                f = rmsnorm(f, L.ffn_sub_norm, hp.norm_eps)
+            x = x + ternary_matmul(f, L.w_down)
+        self.pos += T
+        xn = rmsnorm(x, m.output_norm, hp.norm_eps)
+        return (xn @ m.head.T).astype(f32)
+
+    def generate_greedy(self, prompt, n: int, stop_ids=()):
+        """Greedy continuation: returns the list of generated ids (prompt excluded)."""
+        logits = self.forward(prompt)[-1]
+        out = []
+        for _ in range(n):
+            t = int(np.argmax(logits))
+            out.append(t)
+            if t in stop_ids:
+                break
+            logits = self.forward([t])[-1]
+        return out
