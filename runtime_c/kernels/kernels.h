@@ -25,4 +25,95 @@ void i2s_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
 void i2s_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
                      int N, int M, int KP, int row_begin, int row_end);
 
+/* ---- i2s SIMD variants (same contract as the scalar reference) ---- */
+void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int KP, int row_begin, int row_end);
+void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int N, int M, int KP, int row_begin, int row_end);
+void i2s_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int KP, int row_begin, int row_end);
+void i2s_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int N, int M, int KP, int row_begin, int row_end);
+void i2s_gemv_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y,
+                           int KP, int row_begin, int row_end);
+void i2s_gemm_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y,
+                           int N, int M, int KP, int row_begin, int row_end);
+
+/* ---- tl2 / tl1: lookup-table kernels (layouts at the top of tl2_avx2.c / tl1_neon.c,
+ * packers compiler/pack_tl.py). They read the same activations as i2s (int8 [N][KP], KP a
+ * multiple of 128, zero past K) and take a caller-provided scratch buffer for the tables
+ * built from the activations: at least tl2_scratch_bytes(KP, N) / tl1_scratch_bytes(KP, N)
+ * bytes, 64-byte aligned, one per thread (each call builds its own tables). Rows are
+ * stored in tiles of 32 (M padded to a multiple of 32 by the packer); a row range that
+ * does not start or end on a multiple of 32 is correct but computes its edge tiles whole.
+ * Any row split gives identical integers. */
+#include <stddef.h>
+size_t tl2_scratch_bytes(int KP, int N);
+size_t tl1_scratch_bytes(int KP, int N);
+void tl2_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
+                     int KP, int row_begin, int row_end, void *scratch);
+void tl2_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
+                     int N, int M, int KP, int row_begin, int row_end, void *scratch);
+void tl2_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int KP, int row_begin, int row_end, void *scratch);
+void tl2_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int N, int M, int KP, int row_begin, int row_end, void *scratch);
+void tl1_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
+                     int KP, int row_begin, int row_end, void *scratch);
+void tl1_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
+                     int N, int M, int KP, int row_begin, int row_end, void *scratch);
+void tl1_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int KP, int row_begin, int row_end, void *scratch);
+void tl1_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int N, int M, int KP, int row_begin, int row_end, void *scratch);
+
+/* ---- Run-time dispatch (dispatch.c) ----
+ * A binary carries every variant its target can use (which source files, with which
+ * flags: compiler/kernels.py). At start-up kernel_pick(layout) checks the CPU once and
+ * returns the fastest variant whose required features are present, so a binary built with
+ * --cpu-dispatch never executes an instruction the CPU lacks (no SIGILL on a CPU without
+ * AVX2 or dot product: it runs the next variant down, at worst the scalar one). */
+enum {
+    KCPU_AVX2    = 1u << 0,  /* x86-64: AVX2 and the OS saves YMM state (cpuid + xgetbv) */
+    KCPU_DOTPROD = 1u << 1,  /* aarch64: SDOT/UDOT (HWCAP_ASIMDDP); plain NEON is baseline */
+};
+unsigned kernel_cpu_features(void);  /* KCPU_* bits of this CPU (computed once, cached) */
+
+/* Uniform signatures: kernels that need no scratch ignore it (NULL is fine for them). */
+typedef void (*ternary_gemv_fn)(const uint8_t *w, const int8_t *x, int32_t *y,
+                                int KP, int row_begin, int row_end, void *scratch);
+typedef void (*ternary_gemm_fn)(const uint8_t *w, const int8_t *x, int32_t *y,
+                                int N, int M, int KP, int row_begin, int row_end,
+                                void *scratch);
+typedef struct {
+    const char *name;       /* "i2s_avx2": layout + isa */
+    const char *layout;     /* packed weight layout it reads: "i2s", "tl1", "tl2" */
+    const char *isa;        /* "avx2", "neon_dotprod", "neon", "scalar" */
+    const char *cpus;       /* which CPUs it is for, for humans */
+    unsigned needs;         /* KCPU_* bits it requires */
+    ternary_gemv_fn gemv;
+    ternary_gemm_fn gemm;
+    size_t (*scratch_bytes)(int KP, int N);  /* NULL: needs no scratch */
+} ternary_kernel;
+
+extern const ternary_kernel kernel_table[];  /* per layout: fastest first, scalar last */
+extern const int kernel_table_len;
+/* Fastest variant for `layout` this CPU can run; NULL only for an unknown layout. */
+const ternary_kernel *kernel_pick(const char *layout);
+const ternary_kernel *kernel_by_name(const char *name);  /* NULL if not compiled in */
+
+/* ---- dispatch (dispatch.c) ----
+ * One entry per compiled-in variant; bn_kernel_active() returns the best one this CPU
+ * supports, chosen once at start-up. */
+typedef void (*bn_gemv_fn)(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin, int row_end);
+typedef void (*bn_gemm_fn)(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP, int row_begin, int row_end);
+
+typedef struct {
+    const char *name;      /* e.g. "i2s_scalar", "i2s_avx2" */
+    bn_gemv_fn gemv;
+    bn_gemm_fn gemm;
+} bn_kernel;
+
+const bn_kernel *bn_kernel_active(void);
+
 #endif

@@ -1,0 +1,88 @@
+"""Which kernel sources a target's binary compiles, with which extra flags.
+
+The build driver compiles every (source, flags) of the target's architecture into its own
+object (ISA flags are per file: only the file of a variant may use that variant's
+instructions) and links them together with dispatch.c, which picks a variant at start-up
+(runtime_c/kernels/dispatch.c). Paths are relative to runtime_c/kernels/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    source: str            # file in runtime_c/kernels/
+    flags: tuple[str, ...]  # extra compiler flags for this file only
+    isa: str               # "scalar", "avx2", "neon", "neon_dotprod", or "" for dispatch
+
+
+_PORTABLE = (
+    KernelSource("i2s_scalar.c", (), "scalar"),
+    KernelSource("tl_scalar.c", (), "scalar"),
+    KernelSource("dispatch.c", (), ""),
+)
+
+# zig target architecture (first part of the triple) -> sources.
+KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
+    "x86_64": _PORTABLE + (
+        KernelSource("i2s_avx2.c", ("-mavx2",), "avx2"),
+        KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
+    ),
+    "aarch64": _PORTABLE + (
+        KernelSource("i2s_neon.c", (), "neon"),
+        KernelSource("i2s_neon.c", ("-march=armv8.2-a+dotprod", "-DI2S_DOTPROD"), "neon_dotprod"),
+        KernelSource("tl1_neon.c", (), "neon"),
+    ),
+}
+
+# Layouts with a SIMD kernel per architecture (others run the scalar kernel of the layout).
+FAST_LAYOUTS = {"x86_64": ("i2s", "tl2"), "aarch64": ("i2s", "tl1")}
+
+
+def kernel_sources(arch: str, cpu_dispatch: bool = True) -> list[KernelSource]:
+    """Sources for a target architecture. Without cpu_dispatch only the portable ones are
+    compiled and dispatch.c is built with -DKERNELS_SCALAR_ONLY."""
+    if not cpu_dispatch or arch not in KERNEL_SOURCES:
+        return [KernelSource(s.source, s.flags + (("-DKERNELS_SCALAR_ONLY",) if s.isa == "" else ()), s.isa)
+                for s in _PORTABLE]
+    return list(KERNEL_SOURCES[arch])
+
+
+def arch_of(triple: str) -> str:
+    return triple.split("-")[0]
+
+
+KERNELS_DIR_NAME = "runtime_c/kernels"
+
+
+def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo_root: str,
+                         cflags: tuple[str, ...] = ("-O2",), cpu_dispatch: bool = True,
+                         workdir: str | None = None) -> str:
+    """Compile `main_sources` plus the target's kernel sources (each file with its own ISA
+    flags) with zig cc and link them into `out`. Used by the kernel tests and benchmarks;
+    the model build driver does the same with its own sources."""
+    import os
+    import sys
+    import tempfile
+
+    kdir = os.path.join(repo_root, KERNELS_DIR_NAME)
+    env = dict(os.environ)
+    env.setdefault("ZIG_GLOBAL_CACHE_DIR", os.path.expanduser("~/.cache/bitnet-aot/zig"))
+    zig = [sys.executable, "-m", "ziglang", "cc", "-target", triple]
+    wd = workdir or tempfile.mkdtemp(prefix="kobj-")
+    objs = []
+    for i, ks in enumerate(kernel_sources(arch_of(triple), cpu_dispatch)):
+        obj = os.path.join(wd, f"{i}-{ks.source}-{ks.isa or 'dispatch'}.o")
+        cmd = zig + list(cflags) + list(ks.flags) + ["-I", kdir, "-c", os.path.join(kdir, ks.source), "-o", obj]
+        _run(cmd, env)
+        objs.append(obj)
+    _run(zig + list(cflags) + ["-I", kdir] + list(main_sources) + objs + ["-o", out], env)
+    return out
+
+
+def _run(cmd: list[str], env: dict) -> None:
+    import subprocess
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"compile failed: {' '.join(cmd)}\n{p.stderr}")

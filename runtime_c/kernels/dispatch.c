@@ -1,0 +1,147 @@
+/* dispatch.c: which kernel variants this binary carries, which CPUs each is for, and the
+ * start-up CPU check that picks among them. Compiled WITHOUT any ISA flags (baseline code
+ * only), so it runs on every CPU of the target architecture.
+ *
+ * Adding an ISA: one kernel file, one line in compiler/kernels.py (source + flags), one
+ * row in kernel_table below (fastest first within its layout).
+ *
+ * KERNELS_SCALAR_ONLY (define it) builds a table of scalar kernels only, for builds that
+ * compile no SIMD file.
+ */
+#include <string.h>
+
+#include "kernels.h"
+
+#if !defined(KERNELS_SCALAR_ONLY) && (defined(__x86_64__) || defined(_M_X64))
+#define KERNELS_X86 1
+#endif
+#if !defined(KERNELS_SCALAR_ONLY) && (defined(__aarch64__) || defined(_M_ARM64))
+#define KERNELS_ARM64 1
+#endif
+
+/* ---- CPU feature detection ---------------------------------------------------------- */
+#if KERNELS_X86
+#include <cpuid.h>
+static unsigned detect_features(void) {
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d) || a < 7) return 0;
+    __get_cpuid(1, &a, &b, &c, &d);
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!osxsave || !avx) return 0;
+    /* XCR0 bits 1 (SSE state) and 2 (AVX state): the OS saves YMM registers. */
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    if ((xlo & 6) != 6) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if ((b >> 5) & 1) f |= KCPU_AVX2;
+    return f;
+}
+#elif KERNELS_ARM64 && defined(__linux__)   /* Linux and Android */
+#include <sys/auxv.h>
+static unsigned detect_features(void) {
+    unsigned long hw = getauxval(AT_HWCAP);
+    return (hw & (1ul << 20)) ? KCPU_DOTPROD : 0;  /* HWCAP_ASIMDDP */
+}
+#elif KERNELS_ARM64 && defined(__APPLE__)
+#include <sys/sysctl.h>
+static unsigned detect_features(void) {
+    int v = 0;
+    size_t n = sizeof v;
+    if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &n, NULL, 0) == 0 && v) return KCPU_DOTPROD;
+    return 0;
+}
+#else   /* unknown OS on aarch64 (e.g. Windows): assume only baseline NEON */
+static unsigned detect_features(void) { return 0; }
+#endif
+
+unsigned kernel_cpu_features(void) {
+    static int done;
+    static unsigned features;
+    if (!done) {  /* benign race: every thread computes the same value */
+        features = detect_features();
+        done = 1;
+    }
+    return features;
+}
+
+/* ---- uniform-signature wrappers for the i2s kernels (they need no scratch) ---------- */
+#define I2S_WRAP(ISA)                                                                       \
+    static void i2s_gemv_##ISA##_k(const uint8_t *w, const int8_t *x, int32_t *y, int KP,   \
+                                   int rb, int re, void *s) {                               \
+        (void)s;                                                                            \
+        i2s_gemv_##ISA(w, x, y, KP, rb, re);                                                \
+    }                                                                                       \
+    static void i2s_gemm_##ISA##_k(const uint8_t *w, const int8_t *x, int32_t *y, int N,    \
+                                   int M, int KP, int rb, int re, void *s) {                \
+        (void)s;                                                                            \
+        i2s_gemm_##ISA(w, x, y, N, M, KP, rb, re);                                          \
+    }
+I2S_WRAP(scalar)
+#if KERNELS_X86
+I2S_WRAP(avx2)
+#endif
+#if KERNELS_ARM64
+I2S_WRAP(neon_dotprod)
+I2S_WRAP(neon)
+#endif
+
+/* ---- the table ----------------------------------------------------------------------- */
+const ternary_kernel kernel_table[] = {
+#if KERNELS_X86
+    {"i2s_avx2", "i2s", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,
+     i2s_gemv_avx2_k, i2s_gemm_avx2_k, NULL},
+#endif
+#if KERNELS_ARM64
+    {"i2s_neon_dotprod", "i2s", "neon_dotprod", "ARMv8.2+ with dot product (Cortex-A55/A76+, Pi 5, Apple M)",
+     KCPU_DOTPROD, i2s_gemv_neon_dotprod_k, i2s_gemm_neon_dotprod_k, NULL},
+    {"i2s_neon", "i2s", "neon", "any AArch64 (Cortex-A53/A72, Pi 3/4)", 0,
+     i2s_gemv_neon_k, i2s_gemm_neon_k, NULL},
+#endif
+    {"i2s_scalar", "i2s", "scalar", "any CPU (plain C, auto-vectorised)", 0,
+     i2s_gemv_scalar_k, i2s_gemm_scalar_k, NULL},
+#if KERNELS_X86
+    {"tl2_avx2", "tl2", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,
+     tl2_gemv_avx2, tl2_gemm_avx2, tl2_scratch_bytes},
+#endif
+    {"tl2_scalar", "tl2", "scalar", "any CPU (plain C)", 0,
+     tl2_gemv_scalar, tl2_gemm_scalar, tl2_scratch_bytes},
+#if KERNELS_ARM64
+    {"tl1_neon", "tl1", "neon", "any AArch64", 0, tl1_gemv_neon, tl1_gemm_neon, tl1_scratch_bytes},
+#endif
+    {"tl1_scalar", "tl1", "scalar", "any CPU (plain C)", 0,
+     tl1_gemv_scalar, tl1_gemm_scalar, tl1_scratch_bytes},
+};
+const int kernel_table_len = (int)(sizeof kernel_table / sizeof kernel_table[0]);
+
+const ternary_kernel *kernel_pick(const char *layout) {
+    const unsigned have = kernel_cpu_features();
+    for (int i = 0; i < kernel_table_len; i++) {
+        const ternary_kernel *k = &kernel_table[i];
+        if (strcmp(k->layout, layout) == 0 && (k->needs & ~have) == 0) return k;
+    }
+    return NULL;
+}
+
+/* The runtime's i2s entry point (kernels.h "dispatch" section): the best i2s variant. */
+const bn_kernel *bn_kernel_active(void) {
+    static const bn_kernel i2s[] = {
+#if KERNELS_X86
+        {"i2s_avx2", i2s_gemv_avx2, i2s_gemm_avx2},
+#endif
+#if KERNELS_ARM64
+        {"i2s_neon_dotprod", i2s_gemv_neon_dotprod, i2s_gemm_neon_dotprod},
+        {"i2s_neon", i2s_gemv_neon, i2s_gemm_neon},
+#endif
+        {"i2s_scalar", i2s_gemv_scalar, i2s_gemm_scalar},
+    };
+    const char *name = kernel_pick("i2s")->name;
+    for (unsigned i = 0; i < sizeof i2s / sizeof i2s[0]; i++)
+        if (strcmp(i2s[i].name, name) == 0) return &i2s[i];
+    return &i2s[sizeof i2s / sizeof i2s[0] - 1];
+}
+
+const ternary_kernel *kernel_by_name(const char *name) {
+    for (int i = 0; i < kernel_table_len; i++)
+        if (strcmp(kernel_table[i].name, name) == 0) return &kernel_table[i];
+    return NULL;
+}

@@ -1,0 +1,160 @@
+/* i2s_avx2.c: the i2s kernels for x86-64 with AVX2. Compile this file (only this file)
+ * with -mavx2; call it only after the start-up CPU check in dispatch.c found AVX2.
+ *
+ * Layout: the i2s layout of kernels.h (128-weight blocks of 32 bytes; bits 7-6, 5-4, 3-2, 1-0
+ * of byte p hold weights p, p+32, p+64, p+96 as codes c = t+1 in {0,1,2}).
+ *
+ * Method ("maddubs trick"): the codes are unsigned bytes and the activations signed bytes,
+ * which is exactly what vpmaddubsw multiplies. So per row we compute
+ *     sum_k c_k*q_k  =  sum_k (t_k+1)*q_k  =  y + sum_k q_k
+ * and subtract sum_k q_k (computed once per token) at the end. One 32-byte load of weights
+ * gives four 32-lane code vectors by shift+mask, each lined up with 32 consecutive
+ * activations: no shuffles at all.
+ *
+ * Overflow: vpmaddubsw adds two products c*q with c in [0,2], q in [-128,127], so each int16
+ * lane lies in [-512, 508] and never saturates. One 128-weight block adds 4 such lanes:
+ * [-2048, 2032]. We add I2S_GROUP = 8 blocks in int16 (|sum| <= 16384 < 32767) and then widen
+ * to int32 with vpmaddwd. Row totals are bounded by 256*KP < 2^31 for KP < 2^23.
+ *
+ * Tiling: GEMV runs 4 rows at once (each activation load serves 4 rows). GEMM runs tiles of
+ * 2 rows x 4 tokens: each unpacked code vector is used for 4 tokens straight from registers,
+ * and the 2 rows' bytes (KP/2 bytes) stay in L1 while the token loop walks over the batch.
+ */
+#include <immintrin.h>
+#include <stddef.h>
+
+#include "kernels.h"
+
+#define I2S_GROUP 8  /* blocks accumulated in int16 before widening; see overflow note */
+
+static inline int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* sum of KP int8 activations (the correction term of the maddubs trick). */
+static int32_t sum_q(const int8_t *x, int KP) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int k = 0; k < KP; k += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + k));
+        /* maddubs(1, q): int16 lanes in [-256, 254]; madd widens to int32 exactly. */
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
+    }
+    return hsum_epi32(acc);
+}
+
+/* The core: R rows (R <= 4) times T tokens (T <= 4), full K. Always inlined with constant
+ * R and T so the compiler keeps the accumulators in registers and unrolls the i/t loops.
+ * w: first row (rows are row_bytes apart); x: first token (tokens are x_stride apart).
+ * out[i][t] = sum_k c[i][k] * q[t][k] (the uncorrected maddubs dot product). */
+static inline __attribute__((always_inline))
+void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stride,
+              int KP, const int R, const int T, int32_t out[4][4]) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const int nb = KP / 128;
+    __m256i acc32[4][4];
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) acc32[i][t] = _mm256_setzero_si256();
+
+    for (int b0 = 0; b0 < nb; b0 += I2S_GROUP) {
+        const int b1 = b0 + I2S_GROUP < nb ? b0 + I2S_GROUP : nb;
+        __m256i acc16[4][4];
+        for (int i = 0; i < R; i++)
+            for (int t = 0; t < T; t++) acc16[i][t] = _mm256_setzero_si256();
+        for (int b = b0; b < b1; b++) {
+            __m256i wv[4];
+            for (int i = 0; i < R; i++)
+                wv[i] = _mm256_loadu_si256((const __m256i *)(w + i * row_bytes + 32 * (size_t)b));
+            const int8_t *xb = x + 128 * (size_t)b;
+/* chunk J: codes at bit offset SH pair with activations 128b + 32J .. 128b + 32J + 31 */
+#define I2S_CHUNK(J, SH)                                                                    \
+            {                                                                               \
+                __m256i c[4];                                                               \
+                for (int i = 0; i < R; i++)                                                 \
+                    c[i] = _mm256_and_si256(_mm256_srli_epi16(wv[i], SH), m3);              \
+                for (int t = 0; t < T; t++) {                                               \
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + t * x_stride + 32 * J)); \
+                    for (int i = 0; i < R; i++)                                             \
+                        acc16[i][t] = _mm256_add_epi16(acc16[i][t], _mm256_maddubs_epi16(c[i], xv)); \
+                }                                                                           \
+            }
+            I2S_CHUNK(0, 6)
+            I2S_CHUNK(1, 4)
+            I2S_CHUNK(2, 2)
+            I2S_CHUNK(3, 0)
+#undef I2S_CHUNK
+        }
+        for (int i = 0; i < R; i++)
+            for (int t = 0; t < T; t++)
+                acc32[i][t] = _mm256_add_epi32(acc32[i][t], _mm256_madd_epi16(acc16[i][t], ones16));
+    }
+    for (int i = 0; i < R; i++)
+        for (int t = 0; t < T; t++) out[i][t] = hsum_epi32(acc32[i][t]);
+}
+
+void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int KP, int row_begin, int row_end) {
+    const size_t row_bytes = (size_t)KP / 4;
+    const int32_t sx = sum_q(x, KP);
+    int32_t out[4][4];
+    int r = row_begin;
+    for (; r + 4 <= row_end; r += 4) {
+        i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 4, 1, out);
+        for (int i = 0; i < 4; i++) y[r + i] = out[i][0] - sx;
+    }
+    for (; r < row_end; r++) {
+        i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 1, 1, out);
+        y[r] = out[0][0] - sx;
+    }
+}
+
+/* Tokens are processed in slabs of I2S_NSLAB so the slab's activations (NSLAB*KP bytes,
+ * 221 KB for K=6912) stay in L2 while every row pair of this thread streams past them. */
+#define I2S_NSLAB 32
+
+/* One row tile (R rows) against tokens [n0, n1): T=4 tiles, then the 1..3 leftover tokens. */
+static inline __attribute__((always_inline))
+void i2s_rows_tokens(const uint8_t *wr, size_t row_bytes, const int8_t *x, int32_t *y,
+                     const int32_t *sx /* [n - n0] */, int M, int KP, int r, int n0, int n1, const int R) {
+    int32_t out[4][4];
+    int n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, 4, out);
+        for (int i = 0; i < R; i++)
+            for (int t = 0; t < 4; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0];
+    }
+    const int left = n1 - n;
+#define I2S_TAIL(TT)                                                                        \
+    {                                                                                       \
+        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, out);                    \
+        for (int i = 0; i < R; i++)                                                         \
+            for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
+    }
+    if (left == 3) I2S_TAIL(3)
+    else if (left == 2) I2S_TAIL(2)
+    else if (left == 1) I2S_TAIL(1)
+#undef I2S_TAIL
+}
+
+void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+                   int N, int M, int KP, int row_begin, int row_end) {
+    if (N == 1) {
+        i2s_gemv_avx2(w, x, y, KP, row_begin, row_end);
+        return;
+    }
+    const size_t row_bytes = (size_t)KP / 4;
+    int32_t sx[I2S_NSLAB];
+    for (int n0 = 0; n0 < N; n0 += I2S_NSLAB) {
+        const int n1 = n0 + I2S_NSLAB < N ? n0 + I2S_NSLAB : N;
+        for (int n = n0; n < n1; n++) sx[n - n0] = sum_q(x + (size_t)n * KP, KP);
+        int r = row_begin;
+        for (; r + 2 <= row_end; r += 2)
+            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, 2);
+        if (r < row_end)
+            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, 1);
+    }
+}
