@@ -31,7 +31,7 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
     ),
     "aarch64": _PORTABLE + (
         KernelSource("i2s_neon.c", (), "neon"),
-        KernelSource("i2s_neon.c", ("-march=armv8.2-a+dotprod", "-DI2S_DOTPROD"), "neon_dotprod"),
+        KernelSource("i2s_neon.c", ("-mcpu=generic+dotprod", "-DI2S_DOTPROD"), "neon_dotprod"),
         KernelSource("tl1_neon.c", (), "neon"),
     ),
 }
