@@ -1,0 +1,139 @@
+"""The Python binding: load a compiled model (the same generated C as the binary, built as a
+shared library with `bitnet-aot build --shared`) and call it through cffi.
+
+    from bitnet_aot import CompiledModel
+    m = CompiledModel("model.so", n_ctx=256, n_threads=2)
+    logits = m.eval([1, 2, 3])          # numpy [3, n_vocab]
+    ids = m.generate([1, 2, 3], 16)     # greedy by default
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import numpy as np
+from cffi import FFI
+
+from ..errors import BitnetError
+
+CDEF = """
+typedef struct bn_context bn_context;
+int bn_n_vocab(void);
+int bn_n_ctx_train(void);
+const char *bn_info_json(void);
+const char *bn_last_error(void);
+int bn_init(const char *weights_path);
+int bn_verify(char *hex_out);
+bn_context *bn_create(int n_ctx, int n_threads);
+void bn_free(bn_context *c);
+void bn_reset(bn_context *c);
+int bn_pos(const bn_context *c);
+int bn_n_ctx(const bn_context *c);
+int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode);
+typedef struct {
+    float temperature; int top_k; float top_p; float min_p; float repeat_penalty;
+    int repeat_last_n; uint64_t seed;
+} bn_sampling;
+bn_sampling bn_sampling_default(void);
+typedef int (*bn_token_cb)(void *user, int32_t token);
+int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
+                const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user);
+void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen);
+"""
+
+_ffi = FFI()
+_ffi.cdef(CDEF)
+_libs = {}
+_lock = threading.Lock()
+
+
+def _load(path: str):
+    path = os.path.abspath(path)
+    with _lock:
+        if path not in _libs:
+            if not os.path.isfile(path):
+                raise BitnetError(f"{path}: no such compiled model; build one with `bitnet-aot build MODEL.gguf --shared`")
+            try:
+                lib = _ffi.dlopen(path)
+            except OSError as e:
+                raise BitnetError(f"{path}: cannot load ({e}); was it built with --shared for this machine?") from None
+            if lib.bn_init(_ffi.NULL) != 0:
+                raise BitnetError(_ffi.string(lib.bn_last_error()).decode())
+            _libs[path] = lib
+        return _libs[path]
+
+
+class CompiledModel:
+    """One context (KV cache) over a compiled model's shared library."""
+
+    def __init__(self, path: str, n_ctx: int | None = None, n_threads: int = 1):
+        self.path = path
+        self.lib = _load(path)
+        self.n_vocab = self.lib.bn_n_vocab()
+        n_ctx = n_ctx or min(self.lib.bn_n_ctx_train(), 4096)
+        self._ctx = self.lib.bn_create(n_ctx, n_threads)
+        if self._ctx == _ffi.NULL:
+            raise BitnetError(self._error())
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+
+    def _error(self) -> str:
+        return _ffi.string(self.lib.bn_last_error()).decode(errors="replace")
+
+    @property
+    def info(self) -> dict:
+        return json.loads(_ffi.string(self.lib.bn_info_json()).decode())
+
+    @property
+    def pos(self) -> int:
+        return self.lib.bn_pos(self._ctx)
+
+    def reset(self):
+        self.lib.bn_reset(self._ctx)
+
+    def eval(self, tokens, all_logits: bool = True) -> np.ndarray:
+        """Evaluate tokens after the cached ones: logits [n, V] (or [V] for the last token)."""
+        toks = np.ascontiguousarray(tokens, dtype=np.int32)
+        n = toks.size
+        out = np.empty((n, self.n_vocab) if all_logits else (self.n_vocab,), dtype=np.float32)
+        rc = self.lib.bn_eval(self._ctx, _ffi.cast("int32_t *", toks.ctypes.data), n,
+                              _ffi.cast("float *", out.ctypes.data), 2 if all_logits else 1)
+        if rc != 0:
+            raise BitnetError(self._error())
+        return out
+
+    def generate(self, prompt, n_predict: int, temperature: float = 0.0, top_k: int = 40, top_p: float = 0.95,
+                 min_p: float = 0.05, repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 42,
+                 ignore_eos: bool = False, reset: bool = True) -> list:
+        """Generate after `prompt` (token ids); greedy when temperature is 0. Returns new ids."""
+        if reset:
+            self.reset()
+        p = np.ascontiguousarray(prompt, dtype=np.int32)
+        s = self.lib.bn_sampling_default()
+        s.temperature, s.top_k, s.top_p, s.min_p = temperature, top_k, top_p, min_p
+        s.repeat_penalty, s.repeat_last_n, s.seed = repeat_penalty, repeat_last_n, seed
+        out = np.empty(max(n_predict, 1), dtype=np.int32)
+        sp = _ffi.new("bn_sampling *", s)
+        n = self.lib.bn_generate(self._ctx, _ffi.cast("int32_t *", p.ctypes.data), p.size, n_predict, sp,
+                                 int(ignore_eos), _ffi.cast("int32_t *", out.ctypes.data), _ffi.NULL, _ffi.NULL)
+        if n < 0:
+            raise BitnetError(self._error())
+        return out[:n].tolist()
+
+    def close(self):
+        if getattr(self, "_ctx", None) not in (None, _ffi.NULL):
+            self.lib.bn_free(self._ctx)
+            self._ctx = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()

@@ -1,0 +1,211 @@
+"""The `bitnet-aot` command line.
+
+Every failure a user can cause ends in one line `error: ...` on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import BitnetError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+
+
+# -- inspect ------------------------------------------------------------------------------
+def inspect_report(path: str, ternarize: bool) -> dict:
+    from .gguf_file import GGUFFile
+    from .gguf_import import load_gguf
+    from .pack import padded_k
+
+    g = GGUFFile(path)
+    tensors = [{"name": t.name, "shape": list(t.ne), "type": t.type_name, "bytes": t.nbytes}
+               for t in g.tensors.values()]
+    kv_small = {k: (v if not isinstance(v, (list,)) else f"[{len(v)} items]")
+                for k, v in g.kv.items() if not hasattr(v, "dtype")}
+    g.close()
+    m = load_gguf(path, ternarize=ternarize)
+    hp = m.hp
+    counts = m.param_counts()
+    tern_packed = sum(w.shape[0] * padded_k(w.shape[1]) // 4 for L in m.layers for _, w in L.projections())
+    head_elems = m.head.size
+    emb_elems = m.token_embd.size
+    tok = m.tokenizer
+    return {
+        "file": os.path.basename(path), "sha256": m.source_sha256,
+        "architecture": hp.arch, "family": hp.family,
+        "activation": hp.activation, "activation_reason": hp.activation_reason,
+        "rope_style": hp.rope_style,
+        "hparams": {k: getattr(hp, k) for k in ("n_vocab", "n_embd", "n_layer", "n_ff", "n_head", "n_head_kv",
+                                               "head_dim", "n_ctx_train", "rope_base", "rope_dim", "norm_eps",
+                                               "sub_norms", "tied_head")},
+        "tokenizer": None if tok is None else {
+            "model": tok.model, "vocab_size": len(tok.tokens), "pre": tok.pre, "bos": tok.bos_id,
+            "eos": tok.eos_id, "eot": tok.eot_id, "merges": len(tok.merges or []),
+            "chat_template": bool(tok.chat_template)},
+        "params": counts,
+        "packed_bytes": {
+            "ternary_i2s": tern_packed,
+            "head_f32": head_elems * 4 if not hp.tied_head else 0,
+            "head_f16": head_elems * 2 if not hp.tied_head else 0,
+            "embedding_f32": emb_elems * 4, "embedding_f16": emb_elems * 2,
+        },
+        "warnings": m.warnings,
+        "metadata": kv_small,
+        "tensors": tensors,
+    }
+
+
+def print_inspect(r: dict):
+    hp = r["hparams"]
+    print(f"file          {r['file']}  (sha256 {r['sha256'][:16]}…)")
+    print(f"architecture  {r['architecture']}  (family {r['family']}, RoPE {r['rope_style']})")
+    print(f"activation    {r['activation']}: {r['activation_reason']}")
+    print("hparams       " + ", ".join(f"{k}={v}" for k, v in hp.items()))
+    t = r["tokenizer"]
+    if t:
+        print(f"tokenizer     {t['model']} ({'SentencePiece' if t['model'] == 'llama' else 'byte-level BPE'}), "
+              f"{t['vocab_size']} tokens, pre={t['pre']}, bos={t['bos']} eos={t['eos']} eot={t['eot']}, "
+              f"chat template: {'yes' if t['chat_template'] else 'no'}")
+    else:
+        print("tokenizer     none (the binary will take token ids)")
+    p = r["params"]
+    print(f"parameters    {p['total'] / 1e6:.2f} M total: {p['ternary'] / 1e6:.2f} M ternary, "
+          f"{p['embedding'] / 1e6:.2f} M embedding, {p['head'] / 1e6:.2f} M untied head, {p['norms'] / 1e3:.1f} K norms")
+    b = r["packed_bytes"]
+    print(f"packed size   ternary (i2s, 2 bit): {_human(b['ternary_i2s'])}; embedding f16 {_human(b['embedding_f16'])} "
+          f"/ f32 {_human(b['embedding_f32'])}" + (f"; head f16 {_human(b['head_f16'])} / f32 {_human(b['head_f32'])}"
+                                                     if b['head_f16'] else "; head tied to the embedding"))
+    for w in r["warnings"]:
+        print(f"warning       {w}")
+    print(f"tensors       {len(r['tensors'])}")
+    for tt in r["tensors"]:
+        print(f"  {tt['name']:<32} {str(tt['shape']):<18} {tt['type']:<6} {_human(tt['bytes'])}")
+
+
+# -- commands -----------------------------------------------------------------------------
+def cmd_inspect(a):
+    r = inspect_report(a.model, a.ternarize)
+    if a.json:
+        print(json.dumps(r, indent=1, default=str))
+    else:
+        print_inspect(r)
+
+
+def cmd_build(a):
+    from .build import build
+    log = (lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr))
+    r = build(a.model, a.target, a.output, kernel=a.kernel, weights=a.weights, emit_c=a.emit_c,
+              build_dir=a.build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, log=log)
+    if r.output:
+        print(r.output)
+
+
+def cmd_targets(a):
+    from .targets import list_targets
+    ts = list_targets()
+    if a.json:
+        print(json.dumps([t.__dict__ for t in ts], indent=1))
+        return
+    print(f"{'target':<18} {'zig triple':<24} {'kernels':<10} {'SIMD':<16} {'tests run it':<12} description")
+    for t in ts:
+        run = {"native": "natively", "qemu": t.qemu, "wasmtime": "wasmtime", "none": "build only"}.get(t.run, t.run)
+        print(f"{t.name:<18} {t.zig_target:<24} {','.join(t.kernels):<10} {','.join(t.simd_features) or '-':<16} "
+              f"{run:<12} {t.description}")
+
+
+def cmd_make_test_model(a):
+    from .factory import SHAPES_2B4T, make_test_model
+    shape = dict(SHAPES_2B4T) if a.shape == "2b4t" else {}
+    for k in ("n_embd", "n_layer", "n_ff", "n_head", "n_head_kv", "n_vocab", "n_ctx"):
+        v = getattr(a, k)
+        if v is not None:
+            shape[k] = v
+    try:
+        make_test_model(a.output, a.arch, a.type, tokenizer=a.tokenizer, seed=a.seed,
+                        embd_type=a.embd_type, **shape)
+    except ValueError as e:
+        raise BitnetError(str(e)) from None
+    print(a.output)
+
+
+def main(argv=None):
+    p = _Parser(prog="bitnet-aot", description="Compile ternary (BitNet b1.58) GGUF models into one static binary.")
+    p.add_argument("--version", action="version", version=f"bitnet-aot {__version__}")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+
+    s = sub.add_parser("inspect", help="show a GGUF model's architecture, shapes, tensors and packed sizes")
+    s.add_argument("model")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--ternarize", action="store_true", help="accept non-ternary projections (absmean PTQ)")
+    s.set_defaults(fn=cmd_inspect)
+
+    s = sub.add_parser("build", help="compile a GGUF model into a static executable")
+    s.add_argument("model")
+    s.add_argument("--target", default="host", help="target name (see `bitnet-aot targets`); default: this machine")
+    s.add_argument("-o", "--output", help="output path (default: the model's name)")
+    s.add_argument("--kernel", default="auto", help="ternary kernel: auto, i2s, tl1, tl2")
+    s.add_argument("--weights", default="embedded", choices=["embedded", "external"],
+                   help="embed the weights (default) or write them beside the binary as OUTPUT.weights")
+    s.add_argument("--emit-c", metavar="DIR", help="only write the generated C tree to DIR")
+    s.add_argument("--build-dir", metavar="DIR", help="where the generated C goes (default: OUTPUT.build)")
+    s.add_argument("--shared", action="store_true", help="build a shared library for the Python binding (host only)")
+    s.add_argument("--ctx", type=int, default=0, help="largest context the binary accepts (default: the model's)")
+    s.add_argument("--ternarize", action="store_true", help="quantize non-ternary projections post-training (quality drops)")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(fn=cmd_build)
+
+    s = sub.add_parser("targets", help="list the targets")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_targets)
+
+    s = sub.add_parser("make-test-model", help="write a random-weight test GGUF")
+    s.add_argument("output")
+    s.add_argument("--arch", default="bitnet-b1.58")
+    s.add_argument("--type", default="tq2_0", help="projection type: tq2_0 tq1_0 i2_s f16 f32 bf16")
+    s.add_argument("--tokenizer", default="spm", choices=["spm", "bpe"])
+    s.add_argument("--embd-type", default="f16", choices=["f16", "f32", "bf16"])
+    s.add_argument("--shape", choices=["tiny", "2b4t"], default="tiny", help="2b4t: BitNet-b1.58-2B-4T shapes")
+    for k in ("n_embd", "n_layer", "n_ff", "n_head", "n_head_kv", "n_vocab", "n_ctx"):
+        s.add_argument("--" + k.replace("_", "-"), dest=k, type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_make_test_model)
+
+    a = p.parse_args(argv)
+    if not getattr(a, "fn", None):
+        p.print_help()
+        return 2
+    try:
+        a.fn(a)
+    except BitnetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug: still one line, with the traceback on request
+        if os.environ.get("BITNET_AOT_DEBUG"):
+            raise
+        print(f"error: internal error: {type(e).__name__}: {e} (set BITNET_AOT_DEBUG=1 for details, and please report it)",
+              file=sys.stderr)
+        return 70
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Code generation: model description + packed weights -> a C source tree.
+
+The tree written to the build directory is complete and readable on its own:
+
+    src/                 the runtime (copied from runtime_c/), unchanged
+    gen/model_config.h   hyper-parameters and shapes as compile-time constants
+    gen/weights_index.c  where each tensor sits in the blob, its scale, the blob's SHA-256,
+                         and the build provenance (JSON)
+    gen/blob.S           .incbin of weights.bin into a read-only section (embedded builds)
+    weights.bin          the packed weights (and tokenizer data), 64-byte aligned tensors
+    build.sh             the exact zig cc commands, to rebuild by hand
+
+Nothing in the output depends on the build directory, the time or dict order, so the
+same inputs give byte-identical sources (and binaries).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from .model import Model
+from .pack import pack_i2s, padded_k
+from .targets import Target
+
+ALIGN = 64
+BATCH = 32          # tokens per forward chunk during prompt processing
+
+
+@dataclass
+class BuildOptions:
+    kernel: str = "i2s"
+    weights: str = "embedded"           # embedded | external
+    n_ctx_max: int = 0                  # 0: the model's trained context
+    shared: bool = False                # build a shared library for the Python binding
+    sanitize: bool = False              # -fsanitize=address,undefined (host builds, for tests)
+    opt: str = "-O2"
+    version: str = ""
+    zig_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class BlobWriter:
+    """Append arrays to weights.bin at 64-byte-aligned offsets while hashing them."""
+
+    def __init__(self, path: str):
+        self.f = open(path, "wb")
+        self.h = hashlib.sha256()
+        self.pos = 0
+
+    def add(self, data) -> int:
+        pad = (-self.pos) % ALIGN
+        if pad:
+            self._write(b"\0" * pad)
+        off = self.pos
+        self._write(memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data)
+        return off
+
+    def _write(self, b):
+        self.f.write(b)
+        self.h.update(b)
+        self.pos += len(b) if isinstance(b, bytes) else b.nbytes
+
+    def close(self) -> tuple:
+        pad = (-self.pos) % ALIGN
+        if pad:
+            self._write(b"\0" * pad)
+        self.f.close()
+        return self.pos, self.h.hexdigest()
+
+
+def _float_matrix(a: np.ndarray, f16: bool) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype="<f2" if f16 else "<f4")
+
+
+def _stores_f16(dtype_name: str) -> bool:
+    """Keep a float matrix in f16 when the source was f16 (exact); anything else as f32."""
+    return dtype_name == "F16"
+
+
+def write_weights(m: Model, path: str, opts: BuildOptions, tokenizer_blob: bytes | None):
+    """Pack every tensor into weights.bin. Returns (index dict, size, sha256)."""
+    w = BlobWriter(path)
+    idx = {"tokenizer": 0, "tokenizer_bytes": 0}
+    if tokenizer_blob:
+        idx["tokenizer"] = w.add(tokenizer_blob)
+        idx["tokenizer_bytes"] = len(tokenizer_blob)
+    embd_f16 = _stores_f16(m.token_embd_dtype)
+    idx["embd_f16"] = embd_f16
+    idx["token_embd"] = w.add(_float_matrix(m.token_embd, embd_f16))
+    if m.output is None:
+        idx["output"], idx["head_f16"] = idx["token_embd"], embd_f16
+    else:
+        head_f16 = _stores_f16(m.output_dtype)
+        idx["output"], idx["head_f16"] = w.add(_float_matrix(m.output, head_f16)), head_f16
+    idx["output_norm"] = w.add(np.asarray(m.output_norm, "<f4"))
+    layers = []
+    for L in m.layers:
+        e = {"attn_norm": w.add(np.asarray(L.attn_norm, "<f4")),
+             "ffn_norm": w.add(np.asarray(L.ffn_norm, "<f4")),
+             "attn_sub_norm": w.add(np.asarray(L.attn_sub_norm, "<f4")) if L.attn_sub_norm is not None else 0,
+             "ffn_sub_norm": w.add(np.asarray(L.ffn_sub_norm, "<f4")) if L.ffn_sub_norm is not None else 0}
+        for key, tw in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo),
+                        ("w_gate", L.w_gate), ("w_up", L.w_up), ("w_down", L.w_down)):
+            e[key] = (w.add(pack_i2s(tw.codes)), tw.scale)
+        layers.append(e)
+    idx["layers"] = layers
+    size, sha = w.close()
+    return idx, size, sha
+
+
+def _c_float(x: float) -> str:
+    """A float32 literal that round-trips exactly."""
+    return repr(float(np.float32(x))) + "f"
+
+
+def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, target: Target) -> str:
+    hp = m.hp
+    tok = m.tokenizer
+    n_ctx_max = opts.n_ctx_max or hp.n_ctx_train
+    defs = [
+        ("BN_N_VOCAB", hp.n_vocab, "V: vocabulary rows of the embedding"),
+        ("BN_N_EMBD", hp.n_embd, "E: model width"),
+        ("BN_N_LAYER", hp.n_layer, "L: transformer blocks"),
+        ("BN_N_FF", hp.n_ff, "F: feed-forward width"),
+        ("BN_N_HEAD", hp.n_head, "H: query heads"),
+        ("BN_N_HEAD_KV", hp.n_head_kv, "HKV: key/value heads (GQA)"),
+        ("BN_HEAD_DIM", hp.head_dim, "D = E / H"),
+        ("BN_KV_DIM", hp.kv_dim, "KV = HKV * D"),
+        ("BN_KP_EMBD", padded_k(hp.n_embd), "E padded to the kernel block"),
+        ("BN_KP_FF", padded_k(hp.n_ff), "F padded to the kernel block"),
+        ("BN_ROPE_DIM", hp.rope_dim, "rotated dims per head"),
+        ("BN_ROPE_BASE", repr(float(hp.rope_base)), "RoPE frequency base"),
+        ("BN_ROPE_NEOX", int(hp.rope_style == "neox"), "1: rotate halves (NEOX); 0: adjacent pairs"),
+        ("BN_NORM_EPS", repr(float(hp.norm_eps)), "RMSNorm epsilon"),
+        ("BN_ACT_RELU2", int(hp.activation == "relu2"), f"1: squared ReLU, 0: SiLU ({hp.activation_reason})"),
+        ("BN_SUB_NORMS", int(hp.sub_norms), "attn_sub_norm/ffn_sub_norm present"),
+        ("BN_N_CTX_TRAIN", hp.n_ctx_train, "trained context length"),
+        ("BN_N_CTX_MAX", n_ctx_max, "largest --ctx accepted"),
+        ("BN_BATCH", BATCH, "tokens per forward chunk (prompt processing)"),
+        ("BN_EMBD_F16", int(idx["embd_f16"]), "token_embd stored as f16 (else f32)"),
+        ("BN_HEAD_F16", int(idx["head_f16"]), "output head stored as f16 (else f32)"),
+        ("BN_HAS_TOKENIZER", int(idx["tokenizer_bytes"] > 0), "tokenizer data in the blob"),
+        ("BN_TOKENIZER_BYTES", idx["tokenizer_bytes"], "size of the tokenizer data"),
+        ("BN_BOS_ID", tok.bos_id if tok else -1, "begin-of-text token, -1 if none"),
+        ("BN_EOS_ID", tok.eos_id if tok else -1, "end-of-text token, -1 if none"),
+        ("BN_EOT_ID", tok.eot_id if tok else -1, "end-of-turn token, -1 if none"),
+        ("BN_WEIGHTS_BYTES", f"{blob_bytes}ULL", "size of the weights blob"),
+        ("BN_WEIGHTS_EXTERNAL", int(opts.weights == "external"), "weights in a file beside the binary"),
+        ("BN_BLOB_POINTER_TABLE", int(target.pointer_table and opts.weights == "embedded"),
+         "reach the blob through a 64-bit pointer (large blobs on x86-64)"),
+    ]
+    lines = ["/* model_config.h: generated by bitnet-aot for one model. Do not edit. */",
+             "#ifndef BITNET_MODEL_CONFIG_H", "#define BITNET_MODEL_CONFIG_H", ""]
+    for name, val, doc in defs:
+        lines.append(f"#define {name:<22} {val:<12} /* {doc} */")
+    lines += ["", "#endif", ""]
+    return "\n".join(lines)
+
+
+def weights_index_c(idx: dict, sha: str, info_json: str) -> str:
+    def tern(t):
+        return f"{{{t[0]}ULL, {_c_float(t[1])}}}"
+    out = ["/* weights_index.c: generated by bitnet-aot. Offsets into weights.bin. Do not edit. */",
+           '#include "weights.h"', "",
+           "const bn_weights_index BN_WEIGHTS_INDEX = {",
+           f"    .token_embd = {idx['token_embd']}ULL,",
+           f"    .output = {idx['output']}ULL,",
+           f"    .output_norm = {idx['output_norm']}ULL,",
+           f"    .tokenizer = {idx['tokenizer']}ULL,",
+           "    .layers = {"]
+    for i, L in enumerate(idx["layers"]):
+        out.append(f"        {{ /* layer {i} */")
+        out.append(f"            .attn_norm = {L['attn_norm']}ULL, .attn_sub_norm = {L['attn_sub_norm']}ULL,")
+        out.append(f"            .ffn_norm = {L['ffn_norm']}ULL, .ffn_sub_norm = {L['ffn_sub_norm']}ULL,")
+        out.append(f"            .wq = {tern(L['wq'])}, .wk = {tern(L['wk'])}, .wv = {tern(L['wv'])}, .wo = {tern(L['wo'])},")
+        out.append(f"            .w_gate = {tern(L['w_gate'])}, .w_up = {tern(L['w_up'])}, .w_down = {tern(L['w_down'])},")
+        out.append("        },")
+    out += ["    },", "};", "",
+            f'const char BN_WEIGHTS_SHA256[65] = "{sha}";', "",
+            "const char BN_BUILD_INFO_JSON[] =",
+            *[f"    {json.dumps(line)}" for line in _chunks(info_json, 100)], "    ;", ""]
+    return "\n".join(out)
+
+
+def _chunks(s: str, n: int):
+    return [s[i:i + n] for i in range(0, len(s), n)] or [""]
+
+
+def blob_s(target: Target, opts: BuildOptions) -> str:
+    p = target.symbol_prefix
+    lines = ["/* blob.S: generated by bitnet-aot. Embeds weights.bin, 64-byte aligned, read-only. */",
+             target.blob_section,
+             f".globl {p}bn_weights_data",
+             ".balign 64",
+             f"{p}bn_weights_data:",
+             '.incbin "weights.bin"']
+    if target.pointer_table:
+        # A 64-bit pointer to the blob in small data: code reaches the blob through it, so
+        # the blob may lie any distance away (x86-64 PC-relative references reach only 2 GiB).
+        lines += [".section .data.rel.ro.bitnet,\"aw\",@progbits", f".globl {p}bn_weights_ptr",
+                  ".balign 8", f"{p}bn_weights_ptr:", f"{target.pointer_directive} {p}bn_weights_data"]
+    if target.object_format == "elf":
+        lines.append('.section .note.GNU-stack,"",@progbits')
+    return "\n".join(lines) + "\n"
+
+
+def copy_runtime(dst: str) -> list:
+    """Copy runtime_c/ into dst/src; returns the relative paths of the .c files."""
+    src_root = resources.files("bitnet_aot.runtime_c")
+    c_files = []
+    for sub in ("", "kernels"):
+        d = src_root / sub if sub else src_root
+        os.makedirs(os.path.join(dst, "src", sub), exist_ok=True)
+        for f in sorted(d.iterdir(), key=lambda p: p.name):
+            if f.name.endswith((".c", ".h")):
+                with resources.as_file(f) as real:
+                    shutil.copyfile(real, os.path.join(dst, "src", sub, f.name))
+                if f.name.endswith(".c"):
+                    c_files.append(os.path.join("src", sub, f.name) if sub else os.path.join("src", f.name))
+    return c_files

@@ -1,0 +1,69 @@
+"""Target descriptions: one declarative TOML file per target in targets/."""
+from __future__ import annotations
+
+import platform
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from .errors import BitnetError
+
+
+@dataclass
+class Target:
+    name: str
+    description: str
+    zig_target: str
+    arch: str
+    os: str
+    object_format: str          # elf | macho | coff | wasm
+    simd_features: list
+    kernels: list
+    default_kernel: str
+    threads: bool
+    blob_section: str
+    pointer_table: bool
+    pointer_directive: str
+    symbol_prefix: str
+    extra_cflags: list
+    max_blob_bytes: int
+    exe_suffix: str
+    run: str                    # native | qemu | wasmtime | none
+    qemu: str = ""
+    l2_cache_bytes: int = 524288
+    cpu: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _target_dir():
+    return resources.files("bitnet_aot.target_files")
+
+
+def list_targets() -> list:
+    out = []
+    for f in sorted(_target_dir().iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".toml"):
+            out.append(load_target(f.name[:-5]))
+    return out
+
+
+def host_target_name() -> str:
+    m = platform.machine().lower()
+    if m in ("x86_64", "amd64"):
+        return "x86_64-linux"
+    if m in ("aarch64", "arm64"):
+        return "aarch64-linux"
+    raise BitnetError(f"no target is defined for this host ({m}); pass --target, see `bitnet-aot targets`")
+
+
+def load_target(name: str) -> Target:
+    if name in ("host", "native"):
+        name = host_target_name()
+    f = _target_dir() / f"{name}.toml"
+    if not f.is_file():
+        names = ", ".join(t.name for t in list_targets())
+        raise BitnetError(f"unknown target {name!r}; choose one of: {names}")
+    d = tomllib.loads(f.read_text())
+    known = set(Target.__dataclass_fields__) - {"extra"}
+    extra = {k: v for k, v in d.items() if k not in known}
+    return Target(**{k: v for k, v in d.items() if k in known}, extra=extra)

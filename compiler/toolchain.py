@@ -1,0 +1,58 @@
+"""The zig toolchain: locating it, its cache, and running `zig cc`."""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+from .errors import BitnetError
+
+ZIG_VERSION = "0.17.1"   # pinned in pyproject.toml too: generated binaries are reproducible per zig version
+
+
+def zig_cache_dir() -> str:
+    """zig's global cache (compiled libc per target). Kept between builds and test runs:
+    the first build for a new target takes minutes, later ones about a second."""
+    d = os.environ.get("ZIG_GLOBAL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bitnet-aot", "zig")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def zig_command() -> list:
+    return [sys.executable, "-m", "ziglang"]
+
+
+def zig_env() -> dict:
+    env = dict(os.environ)
+    env["ZIG_GLOBAL_CACHE_DIR"] = zig_cache_dir()
+    env.setdefault("ZIG_LOCAL_CACHE_DIR", os.path.join(zig_cache_dir(), "local"))
+    # Reproducibility: no timestamps from the environment leak into objects.
+    env["SOURCE_DATE_EPOCH"] = "0"
+    return env
+
+
+def zig_version() -> str:
+    try:
+        r = subprocess.run(zig_command() + ["version"], capture_output=True, text=True, env=zig_env(), timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BitnetError(f"cannot run zig ({e}); reinstall with `pip install ziglang=={ZIG_VERSION}`") from None
+    if r.returncode != 0:
+        raise BitnetError(f"zig does not run: {r.stderr.strip()[:200]}; reinstall with `pip install ziglang=={ZIG_VERSION}`")
+    return r.stdout.strip()
+
+
+def run_zig(args: list, cwd: str, what: str, log=None):
+    """Run `zig <args>` in cwd; a failure becomes a one-line BitnetError (full output in a log file)."""
+    cmd = zig_command() + args
+    if log:
+        log("  $ zig " + " ".join(shlex.quote(a) for a in args))
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=zig_env())
+    if r.returncode != 0:
+        logf = os.path.join(cwd, "build-error.log")
+        with open(logf, "w") as f:
+            f.write("$ zig " + " ".join(shlex.quote(a) for a in args) + "\n" + r.stdout + r.stderr)
+        first = next((ln for ln in (r.stderr or r.stdout).splitlines() if "error" in ln), (r.stderr or r.stdout).strip()[:300])
+        raise BitnetError(f"{what} failed: {first.strip()} (full log: {logf})")
+    return r

@@ -1,0 +1,63 @@
+/* bitnet.h: the public C API of a compiled bitnet-aot model.
+ *
+ * One compiled program holds one model (its shapes are compile-time constants in the
+ * generated model_config.h). A context owns a KV cache and scratch buffers; several
+ * contexts may share the read-only weights. Used by main.c (the CLI) and by the Python
+ * binding (bindings/), which loads the same code as a shared library.
+ */
+#ifndef BITNET_H
+#define BITNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct bn_context bn_context;
+
+/* ---- model facts ---- */
+int bn_n_vocab(void);
+int bn_n_ctx_train(void);
+const char *bn_info_json(void);        /* build provenance and hyper-parameters, JSON */
+const char *bn_last_error(void);       /* message for the last failing call (thread-local) */
+
+/* Open the weights (embedded or external file). Returns 0, or -1 with bn_last_error(). */
+int bn_init(const char *weights_path /* NULL: embedded, or the default external path */);
+/* Recompute the SHA-256 of the weights blob and compare with the recorded one: 1 ok, 0 mismatch. */
+int bn_verify(char *hex_out /* 65 bytes or NULL */);
+
+/* ---- contexts ---- */
+bn_context *bn_create(int n_ctx, int n_threads);   /* NULL on failure, see bn_last_error() */
+void bn_free(bn_context *c);
+void bn_reset(bn_context *c);                      /* forget the KV cache */
+int bn_pos(const bn_context *c);                   /* tokens in the KV cache */
+int bn_n_ctx(const bn_context *c);
+
+/* Evaluate n tokens after the cached ones. logits_mode: 0 none, 1 last token only
+ * (logits = [n_vocab]), 2 every token (logits = [n][n_vocab]).
+ * Returns 0, or -1 (context full, bad token id) with bn_last_error(). */
+int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode);
+
+/* ---- sampling ---- */
+typedef struct {
+    float temperature;     /* <= 0: greedy */
+    int top_k;             /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int repeat_last_n;     /* tokens of history the penalty looks at */
+    uint64_t seed;
+} bn_sampling;
+
+bn_sampling bn_sampling_default(void);
+
+/* Generate up to n_predict tokens after the prompt (which is evaluated first). Stops at
+ * end-of-generation tokens unless ignore_eos. Writes generated ids to out (capacity
+ * n_predict); on_token (may be NULL) is called for each, and generation stops when it
+ * returns non-zero. Returns the number generated, or -1 on error. */
+typedef int (*bn_token_cb)(void *user, int32_t token);
+int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
+                const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user);
+
+/* Timing of the last bn_generate: prompt tokens, generated tokens, seconds each. */
+void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen);
+
+#endif

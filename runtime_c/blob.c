@@ -1,0 +1,132 @@
+/* blob.c: opening the weights, verifying them, and error messages.
+ *
+ * Embedded weights (the default) are a read-only section of the executable, emitted by the
+ * generated blob.S with .incbin: the kernel maps them lazily on first touch, so start-up
+ * costs nothing and nothing is copied. External weights (--weights external at build time)
+ * are a file beside the binary, mapped read-only with mmap (read into memory where there
+ * is no mmap, as on WASI).
+ */
+#include "bitnet.h"
+#include "model_internal.h"
+#include "sha256.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#if !defined(__wasi__)
+#include <sys/mman.h>
+#endif
+
+/* ---- errors ---- */
+
+static _Thread_local char last_error[512];
+
+void bn_set_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+const char *bn_last_error(void) { return last_error; }
+
+const char *bn_info_json(void) { return BN_BUILD_INFO_JSON; }
+
+/* ---- the blob ---- */
+
+#if BN_WEIGHTS_EXTERNAL
+static const uint8_t *blob_ptr;
+#elif BN_BLOB_POINTER_TABLE
+extern const uint8_t *const bn_weights_ptr;   /* blob.S: a 64-bit pointer, so any distance links */
+static const uint8_t *blob_ptr;
+#else
+extern const uint8_t bn_weights_data[];       /* blob.S: .incbin of weights.bin */
+static const uint8_t *blob_ptr;
+#endif
+
+const uint8_t *bn_blob(void) { return blob_ptr; }
+
+#if BN_WEIGHTS_EXTERNAL
+static int open_external(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        bn_set_error("cannot open the weights file %s (%s); it must sit beside the binary or be given with --weights FILE",
+                     path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)BN_WEIGHTS_BYTES) {
+        bn_set_error("weights file %s has %lld bytes, this binary expects %llu; it belongs to another build",
+                     path, (long long)st.st_size, (unsigned long long)BN_WEIGHTS_BYTES);
+        close(fd);
+        return -1;
+    }
+#if defined(__wasi__)
+    uint8_t *p = malloc((size_t)BN_WEIGHTS_BYTES);
+    size_t got = 0;
+    while (p && got < (size_t)BN_WEIGHTS_BYTES) {
+        ssize_t r = read(fd, p + got, (size_t)BN_WEIGHTS_BYTES - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!p || got != (size_t)BN_WEIGHTS_BYTES) { free(p); bn_set_error("cannot read the weights file %s", path); return -1; }
+    blob_ptr = p;
+#else
+    void *p = mmap(NULL, (size_t)BN_WEIGHTS_BYTES, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) { bn_set_error("cannot map the weights file %s (%s)", path, strerror(errno)); return -1; }
+    blob_ptr = p;
+#endif
+    return 0;
+}
+#endif
+
+int bn_init(const char *weights_path) {
+    if (blob_ptr) return 0;
+#if BN_WEIGHTS_EXTERNAL
+    char def[4096];
+    if (!weights_path) {
+        ssize_t n = -1;
+#if defined(__linux__)
+        n = readlink("/proc/self/exe", def, sizeof def - 16);
+#endif
+        if (n <= 0) { bn_set_error("cannot locate the weights file; pass --weights FILE"); return -1; }
+        def[n] = 0;
+        strcat(def, ".weights");
+        weights_path = def;
+    }
+    return open_external(weights_path);
+#else
+    (void)weights_path;
+#if BN_BLOB_POINTER_TABLE
+    blob_ptr = bn_weights_ptr;
+#else
+    blob_ptr = bn_weights_data;
+#endif
+    return 0;
+#endif
+}
+
+int bn_verify(char *hex_out) {
+    if (bn_init(NULL) != 0) return 0;
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    const uint64_t total = BN_WEIGHTS_BYTES;
+    for (uint64_t done = 0; done < total; ) {
+        uint64_t n = total - done < (1u << 24) ? total - done : (1u << 24);
+        sha256_update(&ctx, blob_ptr + done, (size_t)n);
+        done += n;
+    }
+    uint8_t digest[32];
+    char hex[65];
+    sha256_final(&ctx, digest);
+    sha256_hex(digest, hex);
+    if (hex_out) memcpy(hex_out, hex, 65);
+    return strcmp(hex, BN_WEIGHTS_SHA256) == 0;
+}

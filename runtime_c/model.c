@@ -1,0 +1,361 @@
+/* model.c: the transformer forward pass of a compiled ternary model.
+ *
+ * Shapes are compile-time constants from the generated model_config.h:
+ *   E = BN_N_EMBD, F = BN_N_FF, V = BN_N_VOCAB, H = BN_N_HEAD, HKV = BN_N_HEAD_KV,
+ *   D = BN_HEAD_DIM, KV = BN_KV_DIM (= HKV * D), KPE/KPF = E/F padded for the kernels.
+ *
+ * Numerics follow BitNet b1.58 exactly as the numpy reference (compiler/reference.py):
+ * every ternary matmul quantizes its input per token to int8 with absmax (round half to
+ * even), computes exact integer dot products, and scales by 1/as * ws in float32.
+ * Compile with -ffp-contract=off so float results do not depend on FMA contraction.
+ *
+ * Sections: contexts, small math, ternary matmul, attention, the forward pass, head.
+ */
+#include "bitnet.h"
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* Contexts                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+static void *alloc_zero(size_t count, size_t size, int *failed) {
+    void *p = calloc(count ? count : 1, size);
+    if (!p) *failed = 1;
+    return p;
+}
+
+int bn_n_vocab(void) { return BN_N_VOCAB; }
+int bn_n_ctx_train(void) { return BN_N_CTX_TRAIN; }
+int bn_pos(const bn_context *c) { return c->pos; }
+int bn_n_ctx(const bn_context *c) { return c->n_ctx; }
+void bn_reset(bn_context *c) { c->pos = 0; }
+
+bn_context *bn_create(int n_ctx, int n_threads) {
+    if (!bn_blob()) { bn_set_error("bn_init() was not called or failed"); return NULL; }
+    if (n_ctx < 1 || n_ctx > BN_N_CTX_MAX) {
+        bn_set_error("context size %d is out of range 1..%d", n_ctx, BN_N_CTX_MAX);
+        return NULL;
+    }
+    if (n_threads < 1 || n_threads > 256) {
+        bn_set_error("thread count %d is out of range 1..256", n_threads);
+        return NULL;
+    }
+    bn_context *c = calloc(1, sizeof *c);
+    if (!c) { bn_set_error("out of memory"); return NULL; }
+    int failed = 0;
+    c->n_ctx = n_ctx;
+    c->x = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->xb = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->q = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->k = alloc_zero((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
+    c->v = alloc_zero((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
+    c->att = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->hg = alloc_zero((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
+    c->hu = alloc_zero((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
+    c->tmp = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->xq = alloc_zero((size_t)BN_BATCH * KP_MAX, 1, &failed);
+    c->xscale = alloc_zero(BN_BATCH, sizeof(float), &failed);
+    c->acc = alloc_zero((size_t)BN_BATCH * OUT_MAX, sizeof(int32_t), &failed);
+    c->scores = alloc_zero((size_t)n_threads * (size_t)n_ctx, sizeof(float), &failed);
+    c->key_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
+    c->value_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
+    if (!failed) {
+        c->pool = bn_pool_create(n_threads);
+        if (!c->pool) failed = 1;
+    }
+    if (failed) {
+        double mib = 2.0 * BN_N_LAYER * (double)n_ctx * BN_KV_DIM * sizeof(float) / (1 << 20);
+        bn_free(c);
+        bn_set_error("out of memory for a context of %d tokens (KV cache %.0f MiB); lower --ctx", n_ctx, mib);
+        return NULL;
+    }
+    return c;
+}
+
+void bn_free(bn_context *c) {
+    if (!c) return;
+    if (c->pool) bn_pool_free(c->pool);
+    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
+    free(c->hg); free(c->hu); free(c->tmp); free(c->xq); free(c->xscale); free(c->acc);
+    free(c->scores); free(c->key_cache); free(c->value_cache);
+    free(c);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Small math                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+static const float *f32_at(uint64_t offset) { return (const float *)(bn_blob() + offset); }
+
+/* out = x / sqrt(mean(x^2) + eps) * w, for one row of n values (sum in double, like numpy) */
+static void rmsnorm(float *out, const float *x, const float *w, int n) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    double r = sqrt(ss / n + (double)BN_NORM_EPS);
+    for (int i = 0; i < n; i++) out[i] = (float)(x[i] / r) * w[i];
+}
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {                       /* subnormal: normalise */
+            int e = -1;
+            do { man <<= 1; e++; } while (!(man & 0x400));
+            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | man << 13;
+    } else {
+        bits = sign | (exp + 127 - 15) << 23 | man << 13;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* One row of an embedding-like [V, E] matrix, as f32. */
+static void matrix_row(float *out, uint64_t offset, int is_f16, int row) {
+    if (is_f16) {
+        const uint16_t *p = (const uint16_t *)(bn_blob() + offset) + (size_t)row * BN_N_EMBD;
+        for (int i = 0; i < BN_N_EMBD; i++) out[i] = f16_to_f32(p[i]);
+    } else {
+        memcpy(out, f32_at(offset) + (size_t)row * BN_N_EMBD, BN_N_EMBD * sizeof(float));
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Ternary matmul: per-token int8 quantization, integer kernel, float rescale            */
+/* ------------------------------------------------------------------------------------ */
+
+/* Quantize n tokens of K floats into xq (row stride KP, zero padding) and xscale. */
+static void quantize_rows(bn_context *c, const float *x, int n, int K, int KP) {
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * K;
+        int8_t *qr = c->xq + (size_t)t * KP;
+        float amax = 1e-5f;
+        for (int i = 0; i < K; i++) { float a = fabsf(xr[i]); if (a > amax) amax = a; }
+        float as = 127.0f / amax;
+        for (int i = 0; i < K; i++) {
+            float r = nearbyintf(xr[i] * as);
+            qr[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : r));
+        }
+        memset(qr + K, 0, (size_t)(KP - K));
+        c->xscale[t] = as;
+    }
+}
+
+typedef struct {
+    bn_context *c;
+    const uint8_t *w;         /* packed weights [M][KP/4] */
+    float scale;
+    int n, M, KP;
+    float *out;               /* (n, M) */
+} matmul_task;
+
+/* Rows are split in contiguous ranges; each thread also rescales its own rows. */
+static void matmul_worker(void *arg, int ith, int nth) {
+    matmul_task *t = arg;
+    int chunk = (t->M + nth - 1) / nth;
+    int r0 = ith * chunk, r1 = r0 + chunk < t->M ? r0 + chunk : t->M;
+    if (r0 >= r1) return;
+    const bn_kernel *k = bn_kernel_active();
+    if (t->n == 1) k->gemv(t->w, t->c->xq, t->c->acc, t->KP, r0, r1);
+    else k->gemm(t->w, t->c->xq, t->c->acc, t->n, t->M, t->KP, r0, r1);
+    for (int i = 0; i < t->n; i++) {
+        float as = t->c->xscale[i];
+        const int32_t *acc = t->c->acc + (size_t)i * t->M;
+        float *o = t->out + (size_t)i * t->M;
+        for (int r = r0; r < r1; r++) o[r] = (float)acc[r] / as * t->scale;
+    }
+}
+
+/* out (n, M) = W (M, K) x (n, K) with BitNet numerics. */
+static void ternary_matmul(bn_context *c, float *out, const float *x, int n, int K, int KP,
+                           const bn_ternary_ref *w, int M) {
+    quantize_rows(c, x, n, K, KP);
+    matmul_task t = {c, bn_blob() + w->offset, w->scale, n, M, KP, out};
+    bn_pool_run(c->pool, matmul_worker, &t);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Attention                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/* Rotate one head vector in place at position pos (NEOX: pairs (i, i+half); else (2i, 2i+1)). */
+static void rope(float *v, int pos) {
+    const int half = BN_ROPE_DIM / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = 1.0 / pow((double)BN_ROPE_BASE, (double)(2 * i) / (double)BN_ROPE_DIM);
+        double ang = (double)pos * inv;
+        float co = (float)cos(ang), si = (float)sin(ang);
+        int i0 = BN_ROPE_NEOX ? i : 2 * i;
+        int i1 = BN_ROPE_NEOX ? i + half : 2 * i + 1;
+        float a = v[i0], b = v[i1];
+        v[i0] = a * co - b * si;
+        v[i1] = a * si + b * co;
+    }
+}
+
+typedef struct {
+    bn_context *c;
+    int layer, n, pos0;
+} attn_task;
+
+/* Work item = (token, head); items are split in contiguous ranges across threads. */
+static void attention_worker(void *arg, int ith, int nth) {
+    attn_task *t = arg;
+    bn_context *c = t->c;
+    const int items = t->n * BN_N_HEAD;
+    int chunk = (items + nth - 1) / nth;
+    int i0 = ith * chunk, i1 = i0 + chunk < items ? i0 + chunk : items;
+    float *scores = c->scores + (size_t)ith * c->n_ctx;
+    const float *kc = c->key_cache + (size_t)t->layer * c->n_ctx * BN_KV_DIM;
+    const float *vc = c->value_cache + (size_t)t->layer * c->n_ctx * BN_KV_DIM;
+    const float sqrt_d = sqrtf((float)BN_HEAD_DIM);
+    for (int it = i0; it < i1; it++) {
+        int tok = it / BN_N_HEAD, h = it % BN_N_HEAD;
+        int kvh = h / (BN_N_HEAD / BN_N_HEAD_KV);
+        int pos = t->pos0 + tok;
+        const float *q = c->q + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
+        float maxs = -INFINITY;
+        for (int s = 0; s <= pos; s++) {
+            const float *k = kc + (size_t)s * BN_KV_DIM + kvh * BN_HEAD_DIM;
+            float dot = 0.0f;
+            for (int d = 0; d < BN_HEAD_DIM; d++) dot += q[d] * k[d];
+            scores[s] = dot / sqrt_d;
+            if (scores[s] > maxs) maxs = scores[s];
+        }
+        float sum = 0.0f;
+        for (int s = 0; s <= pos; s++) { scores[s] = expf(scores[s] - maxs); sum += scores[s]; }
+        float *out = c->att + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
+        for (int d = 0; d < BN_HEAD_DIM; d++) out[d] = 0.0f;
+        for (int s = 0; s <= pos; s++) {
+            float p = scores[s] / sum;
+            const float *v = vc + (size_t)s * BN_KV_DIM + kvh * BN_HEAD_DIM;
+            for (int d = 0; d < BN_HEAD_DIM; d++) out[d] += p * v[d];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The forward pass over a batch of n <= BN_BATCH tokens                                */
+/* ------------------------------------------------------------------------------------ */
+
+static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
+    const bn_weights_index *W = &BN_WEIGHTS_INDEX;
+    for (int t = 0; t < n; t++) matrix_row(c->x + (size_t)t * BN_N_EMBD, W->token_embd, BN_EMBD_F16, tokens[t]);
+
+    for (int l = 0; l < BN_N_LAYER; l++) {
+        const bn_layer_ref *L = &W->layers[l];
+        float *kc = c->key_cache + ((size_t)l * c->n_ctx + c->pos) * BN_KV_DIM;
+        float *vc = c->value_cache + ((size_t)l * c->n_ctx + c->pos) * BN_KV_DIM;
+
+        /* attention block */
+        for (int t = 0; t < n; t++)
+            rmsnorm(c->xb + (size_t)t * BN_N_EMBD, c->x + (size_t)t * BN_N_EMBD, f32_at(L->attn_norm), BN_N_EMBD);
+        ternary_matmul(c, c->q, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wq, BN_N_EMBD);
+        ternary_matmul(c, c->k, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wk, BN_KV_DIM);
+        ternary_matmul(c, c->v, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wv, BN_KV_DIM);
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, c->pos + t);
+            for (int h = 0; h < BN_N_HEAD_KV; h++) rope(c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM, c->pos + t);
+        }
+        memcpy(kc, c->k, (size_t)n * BN_KV_DIM * sizeof(float));
+        memcpy(vc, c->v, (size_t)n * BN_KV_DIM * sizeof(float));
+        attn_task at = {c, l, n, c->pos};
+        bn_pool_run(c->pool, attention_worker, &at);
+        if (BN_SUB_NORMS)
+            for (int t = 0; t < n; t++)
+                rmsnorm(c->att + (size_t)t * BN_N_EMBD, c->att + (size_t)t * BN_N_EMBD, f32_at(L->attn_sub_norm), BN_N_EMBD);
+        ternary_matmul(c, c->tmp, c->att, n, BN_N_EMBD, BN_KP_EMBD, &L->wo, BN_N_EMBD);
+        for (size_t i = 0; i < (size_t)n * BN_N_EMBD; i++) c->x[i] += c->tmp[i];
+
+        /* feed-forward block */
+        for (int t = 0; t < n; t++)
+            rmsnorm(c->xb + (size_t)t * BN_N_EMBD, c->x + (size_t)t * BN_N_EMBD, f32_at(L->ffn_norm), BN_N_EMBD);
+        ternary_matmul(c, c->hg, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->w_gate, BN_N_FF);
+        ternary_matmul(c, c->hu, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->w_up, BN_N_FF);
+        for (size_t i = 0; i < (size_t)n * BN_N_FF; i++) {
+            float g = c->hg[i];
+            if (BN_ACT_RELU2) { g = g > 0.0f ? g : 0.0f; g = g * g; }
+            else g = g / (1.0f + expf(-g));
+            c->hg[i] = g * c->hu[i];
+        }
+        if (BN_SUB_NORMS)
+            for (int t = 0; t < n; t++)
+                rmsnorm(c->hg + (size_t)t * BN_N_FF, c->hg + (size_t)t * BN_N_FF, f32_at(L->ffn_sub_norm), BN_N_FF);
+        ternary_matmul(c, c->tmp, c->hg, n, BN_N_FF, BN_KP_FF, &L->w_down, BN_N_EMBD);
+        for (size_t i = 0; i < (size_t)n * BN_N_EMBD; i++) c->x[i] += c->tmp[i];
+    }
+    c->pos += n;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Output head: logits = head (V, E) . rmsnorm(x)                                        */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const float *x;     /* (E) normed final hidden state */
+    float *logits;      /* (V) */
+} head_task;
+
+static void head_worker(void *arg, int ith, int nth) {
+    head_task *t = arg;
+    int chunk = (BN_N_VOCAB + nth - 1) / nth;
+    int v0 = ith * chunk, v1 = v0 + chunk < BN_N_VOCAB ? v0 + chunk : BN_N_VOCAB;
+    const uint8_t *base = bn_blob() + BN_WEIGHTS_INDEX.output;
+    for (int v = v0; v < v1; v++) {
+        float sum = 0.0f;
+        if (BN_HEAD_F16) {
+            const uint16_t *row = (const uint16_t *)base + (size_t)v * BN_N_EMBD;
+            for (int i = 0; i < BN_N_EMBD; i++) sum += f16_to_f32(row[i]) * t->x[i];
+        } else {
+            const float *row = (const float *)base + (size_t)v * BN_N_EMBD;
+            for (int i = 0; i < BN_N_EMBD; i++) sum += row[i] * t->x[i];
+        }
+        t->logits[v] = sum;
+    }
+}
+
+static void compute_logits(bn_context *c, int token_in_batch, float *logits) {
+    float *xn = c->xb;   /* reuse: (E) */
+    rmsnorm(xn, c->x + (size_t)token_in_batch * BN_N_EMBD, f32_at(BN_WEIGHTS_INDEX.output_norm), BN_N_EMBD);
+    head_task t = {xn, logits};
+    bn_pool_run(c->pool, head_worker, &t);
+}
+
+int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode) {
+    if (n < 0 || (n > 0 && !tokens)) { bn_set_error("bad token array"); return -1; }
+    if (c->pos + n > c->n_ctx) {
+        bn_set_error("context full: %d tokens cached + %d new > context size %d; use a larger --ctx or a shorter prompt",
+                     c->pos, n, c->n_ctx);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= BN_N_VOCAB) {
+            bn_set_error("token id %d is outside the vocabulary (0..%d)", (int)tokens[i], BN_N_VOCAB - 1);
+            return -1;
+        }
+    }
+    for (int done = 0; done < n; ) {
+        int b = n - done < BN_BATCH ? n - done : BN_BATCH;
+        forward_batch(c, tokens + done, b);
+        if (logits_mode == 2) {
+            for (int t = 0; t < b; t++) compute_logits(c, t, logits + (size_t)(done + t) * BN_N_VOCAB);
+        } else if (logits_mode == 1 && done + b == n) {
+            compute_logits(c, b - 1, logits);
+        }
+        done += b;
+    }
+    return 0;
+}

@@ -1,0 +1,50 @@
+/* model_internal.h: what the runtime's files share and the public API does not show. */
+#ifndef BITNET_MODEL_INTERNAL_H
+#define BITNET_MODEL_INTERNAL_H
+
+#include <stdint.h>
+
+#include "model_config.h"
+#include "threads.h"
+#include "weights.h"
+#include "kernels/kernels.h"
+
+#define KP_MAX (BN_KP_FF > BN_KP_EMBD ? BN_KP_FF : BN_KP_EMBD)
+#define OUT_MAX (BN_N_FF > BN_N_EMBD ? BN_N_FF : BN_N_EMBD)
+
+struct bn_context {
+    int n_ctx;               /* KV cache capacity, tokens */
+    int pos;                 /* tokens already in the cache */
+    bn_pool *pool;
+
+    /* activations for a batch of up to BN_BATCH tokens */
+    float *x;                /* (BN_BATCH, E) residual stream */
+    float *xb;               /* (BN_BATCH, E) normed input of a block */
+    float *q;                /* (BN_BATCH, E) queries */
+    float *k;                /* (BN_BATCH, KV) new keys */
+    float *v;                /* (BN_BATCH, KV) new values */
+    float *att;              /* (BN_BATCH, E) attention output */
+    float *hg;               /* (BN_BATCH, F) gate, then the FFN hidden state */
+    float *hu;               /* (BN_BATCH, F) up */
+    float *tmp;              /* (BN_BATCH, E) projection output before the residual add */
+    int8_t *xq;              /* (BN_BATCH, KP_MAX) int8 activations, zero-padded */
+    float *xscale;           /* (BN_BATCH) per-token activation scale `as` */
+    int32_t *acc;            /* (BN_BATCH, OUT_MAX) integer matmul results */
+    float *scores;           /* (n_threads, n_ctx) attention scores, one row per thread */
+
+    float *key_cache;        /* (L, n_ctx, KV) */
+    float *value_cache;      /* (L, n_ctx, KV) */
+
+    /* sampling state of the last bn_generate */
+    int last_n_prompt, last_n_gen;
+    double last_t_prompt, last_t_gen;
+};
+
+/* Record the message bn_last_error() returns (printf-style). */
+void bn_set_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+#endif

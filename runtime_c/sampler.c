@@ -1,0 +1,143 @@
+/* sampler.c: turning logits into the next token, and the generation loop.
+ *
+ * Order of operations (as llama.cpp's default chain): repetition penalty, then greedy if
+ * temperature <= 0; otherwise top-k, temperature, softmax, top-p, min-p, and a draw from a
+ * seeded xorshift generator, so a seed always gives the same text on every target.
+ */
+#include "bitnet.h"
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+bn_sampling bn_sampling_default(void) {
+    bn_sampling s = {0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 42};
+    return s;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* xorshift64*: small, fast, identical on every platform */
+static uint64_t rng_next(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static float rng_uniform(uint64_t *state) { return (float)(rng_next(state) >> 40) / 16777216.0f; }
+
+typedef struct { float logit; int id; } candidate;
+
+static int cmp_candidate_desc(const void *a, const void *b) {
+    const candidate *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id;          /* ties: lower id first, so the order is total */
+}
+
+static int argmax(const float *logits, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+/* Sample one token. logits (V) are modified (penalty). cand is scratch of V entries. */
+static int sample_token(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist,
+                        uint64_t *rng, candidate *cand) {
+    const int V = BN_N_VOCAB;
+    if (s->repeat_penalty != 1.0f && s->repeat_last_n > 0) {
+        int from = n_hist > s->repeat_last_n ? n_hist - s->repeat_last_n : 0;
+        for (int i = from; i < n_hist; i++) {
+            int id = hist[i];
+            int seen = 0;      /* penalise each id once */
+            for (int j = from; j < i; j++) if (hist[j] == id) { seen = 1; break; }
+            if (seen) continue;
+            float l = logits[id];
+            logits[id] = l > 0 ? l / s->repeat_penalty : l * s->repeat_penalty;
+        }
+    }
+    if (s->temperature <= 0.0f) return argmax(logits, V);
+
+    for (int i = 0; i < V; i++) { cand[i].logit = logits[i]; cand[i].id = i; }
+    qsort(cand, (size_t)V, sizeof *cand, cmp_candidate_desc);
+    int n = V;
+    if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+
+    float maxl = cand[0].logit;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) { cand[i].logit = expf((cand[i].logit - maxl) / s->temperature); sum += cand[i].logit; }
+    for (int i = 0; i < n; i++) cand[i].logit = (float)(cand[i].logit / sum);   /* now probabilities */
+
+    if (s->top_p < 1.0f) {
+        double cum = 0.0;
+        for (int i = 0; i < n; i++) { cum += cand[i].logit; if (cum >= s->top_p) { n = i + 1; break; } }
+    }
+    if (s->min_p > 0.0f) {
+        float floor_p = cand[0].logit * s->min_p;
+        int keep = 1;
+        while (keep < n && cand[keep].logit >= floor_p) keep++;
+        n = keep;
+    }
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += cand[i].logit;
+    double r = (double)rng_uniform(rng) * total, cum = 0.0;
+    for (int i = 0; i < n; i++) { cum += cand[i].logit; if (r < cum) return cand[i].id; }
+    return cand[n - 1].id;
+}
+
+static int is_end_of_generation(int id) {
+    return id == BN_EOS_ID || id == BN_EOT_ID;
+}
+
+int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
+                const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user) {
+    const int V = BN_N_VOCAB;
+    if (n_predict < 0) { bn_set_error("n_predict must be >= 0"); return -1; }
+    float *logits = malloc((size_t)V * sizeof(float));                  /* (V) */
+    candidate *cand = malloc((size_t)V * sizeof(candidate));            /* (V) */
+    int32_t *hist = malloc(((size_t)n_prompt + (size_t)n_predict + 1) * sizeof(int32_t));
+    if (!logits || !cand || !hist) {
+        free(logits); free(cand); free(hist);
+        bn_set_error("out of memory");
+        return -1;
+    }
+    memcpy(hist, prompt, (size_t)n_prompt * sizeof(int32_t));
+    uint64_t rng = s->seed ? s->seed : 0x9E3779B97F4A7C15ULL;
+    int n_gen = 0, rc = 0;
+
+    double t0 = now_seconds();
+    if (n_prompt > 0) rc = bn_eval(c, prompt, n_prompt, logits, 1);
+    double t1 = now_seconds();
+    c->last_n_prompt = n_prompt;
+    c->last_t_prompt = t1 - t0;
+    if (rc == 0 && n_prompt == 0) { bn_set_error("empty prompt"); rc = -1; }
+
+    while (rc == 0 && n_gen < n_predict) {
+        int id = sample_token(logits, s, hist, n_prompt + n_gen, &rng, cand);
+        out[n_gen] = id;
+        hist[n_prompt + n_gen] = id;
+        n_gen++;
+        if (on_token && on_token(user, id)) break;
+        if (!ignore_eos && is_end_of_generation(id)) break;
+        if (n_gen == n_predict) break;
+        if (bn_pos(c) >= bn_n_ctx(c)) break;        /* context full: stop cleanly */
+        rc = bn_eval(c, &hist[n_prompt + n_gen - 1], 1, logits, 1);
+    }
+    c->last_n_gen = n_gen;
+    c->last_t_gen = now_seconds() - t1;
+    free(logits); free(cand); free(hist);
+    return rc == 0 ? n_gen : -1;
+}
+
+void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen) {
+    *n_prompt = c->last_n_prompt;
+    *t_prompt = c->last_t_prompt;
+    *n_gen = c->last_n_gen;
+    *t_gen = c->last_t_gen;
+}

@@ -1,0 +1,185 @@
+/* tokenizer.h: text <-> token ids for the two tokenizer families of GGUF ternary models.
+ *
+ *   SPM  (tokenizer.ggml.model = "llama"): SentencePiece vocabularies. The text gets a "▁"
+ *        space prefix (add_space_prefix), spaces become "▁", then either
+ *          - merge mode (llama.cpp's SPM algorithm, exact for BPE-trained SentencePiece models
+ *            such as LLaMA's): repeatedly join the adjacent pair whose joined text is the
+ *            best-scored token (ties: leftmost), or
+ *          - viterbi mode (sentencepiece's unigram algorithm): the segmentation with the best
+ *            total score.
+ *        Pieces that are no token fall back to byte tokens <0xNN> (or <unk>, consecutive
+ *        unknown characters collapsing into one <unk> like sentencepiece).
+ *   BPE  (tokenizer.ggml.model = "gpt2"): byte-level BPE. The text is cut into words by a
+ *        hand-written scanner equivalent to the pre-tokenizer regex (LLaMA-3/Falcon3 or GPT-2),
+ *        each word's bytes are merged by merge rank (ties: leftmost). With ignore_merges
+ *        (LLaMA-3) a word that is itself a token is emitted directly.
+ *
+ * Special tokens (control, user-defined, unknown with a text) are cut out of the input as
+ * whole strings before that, longest first, like llama.cpp: control/unknown tokens only when
+ * the caller passes parse_special = 1, user-defined tokens always.
+ *
+ * Invalid UTF-8 never crashes anything: each invalid byte is a one-byte "character" of no
+ * Unicode class, which ends up as its byte token, so decode(encode(s)) == s for any bytes.
+ * (sentencepiece replaces invalid bytes by U+FFFD before encoding; llama.cpp reads a lead
+ * byte's length blindly. Valid UTF-8 is tokenised identically by all three.)
+ *
+ * The vocabulary comes from a blob built by bitnet_aot.tokenizer_pack.pack_tokenizer (format
+ * documented there; magic "BTOK", version 1). tokenizer_init keeps pointers into the blob and
+ * builds two hash tables (token text -> id, merge pair -> rank) with one malloc.
+ * The Unicode class tables live in the generated unicode_tables.c.
+ *
+ * Thread safety: after init a Tokenizer is read-only; encode/decode may run concurrently.
+ * tokenizer_encode mallocs scratch memory proportional to the input length and frees it
+ * before returning (about 40 bytes per input byte).
+ */
+#ifndef BITNET_TOKENIZER_H
+#define BITNET_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------------------- */
+/* Constants                                                                               */
+/* ------------------------------------------------------------------------------------- */
+
+enum {
+    TOKENIZER_SPM = 1,          /* SentencePiece ("llama") */
+    TOKENIZER_BPE = 2,          /* byte-level BPE ("gpt2") */
+};
+
+enum {
+    TOKENIZER_PRE_NONE = 0,
+    TOKENIZER_PRE_LLAMA3 = 1,   /* LLaMA-3 regex; also Falcon3 (llama.cpp maps it the same) */
+    TOKENIZER_PRE_GPT2 = 2,
+};
+
+/* Token types, as in GGUF tokenizer.ggml.token_type. */
+enum {
+    TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3,
+    TOKEN_USER_DEFINED = 4, TOKEN_UNUSED = 5, TOKEN_BYTE = 6,
+};
+
+/* Error codes of tokenizer_init / tokenizer_encode (all negative). */
+enum {
+    TOKENIZER_OK = 0,
+    TOKENIZER_E_NOMEM = -1000,      /* malloc failed */
+    TOKENIZER_E_MAGIC = -1001,      /* not a tokenizer blob, or a different version */
+    TOKENIZER_E_CORRUPT = -1002,    /* offsets, sizes or ids out of range */
+    TOKENIZER_E_CHECKSUM = -1003,   /* CRC-32 mismatch */
+    TOKENIZER_E_ARG = -1004,        /* NULL pointer or input longer than 1 GiB */
+};
+
+/* Decode flags. */
+enum {
+    TOKENIZER_DECODE_SPECIAL = 1,     /* print control/unknown tokens as their text
+                                         (otherwise they print as nothing) */
+    TOKENIZER_DECODE_STRIP_SPACE = 2, /* SPM with add_space_prefix: drop the leading space of
+                                         the first printed piece (the prefix the encoder
+                                         added). Use it to get decode(encode(s)) == s. */
+    TOKENIZER_DECODE_RAW = 4,         /* stream only: pass invalid UTF-8 bytes through instead
+                                         of replacing them with U+FFFD */
+};
+
+/* ------------------------------------------------------------------------------------- */
+/* The tokenizer                                                                           */
+/* ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    /* from the blob: pointers into it, nothing copied */
+    const unsigned char *blob;      /* the (4-byte aligned) blob */
+    size_t blob_len;
+    int model;                      /* TOKENIZER_SPM or TOKENIZER_BPE */
+    int pre;                        /* TOKENIZER_PRE_* (BPE only) */
+    int n_vocab;                    /* V */
+    int bos_id, eos_id, eot_id, unk_id, pad_id;   /* -1 when the model has none */
+    int add_bos, add_eos;           /* the model's default: prepend BOS / append EOS */
+    int add_space_prefix;           /* SPM: prepend "▁" to text after start/special tokens */
+    int ignore_merges;              /* BPE: a word that is a token is emitted directly */
+    int spm_viterbi;                /* SPM: unigram (best score) instead of merging */
+    const uint32_t *text_offs;      /* (V+1) token text = text_pool[text_offs[i]..[i+1]] */
+    const unsigned char *text_pool;
+    const uint32_t *piece_offs;     /* (V+1) printed bytes = piece_pool[piece_offs[i]..[i+1]] */
+    const unsigned char *piece_pool;
+    const uint8_t *types;           /* (V) TOKEN_* in the low 3 bits, 0x80 = never matched */
+    const float *scores;            /* (V) SPM scores, NULL for BPE */
+    const uint32_t *merges;         /* (n_merges, 3) left id, right id, merged id; rank = row */
+    int n_merges;
+    const uint32_t *special_ids;    /* (n_special) matched as whole strings, longest first */
+    int n_special;
+    const uint32_t *eog_ids;        /* (n_eog) end-of-generation tokens */
+    int n_eog;
+    const int32_t *byte_tokens;     /* (256) token of each raw byte, -1 = none */
+    const char *chat_template;      /* tokenizer.chat_template (not NUL-terminated), or NULL */
+    size_t chat_template_len;
+    float min_score;                /* SPM viterbi: unknown score = min_score - 10 */
+    float max_score;                /* SPM viterbi: best normal score (user-defined bonus) */
+    int max_token_chars;            /* SPM viterbi: longest matchable token in characters */
+    int max_piece_len;              /* longest printed piece in bytes */
+
+    /* built by tokenizer_init, freed by tokenizer_free */
+    int32_t *vocab_hash;            /* (vocab_mask+1) token ids keyed by match text, -1 empty */
+    uint32_t vocab_mask;
+    int32_t *merge_hash;            /* (merge_mask+1) merge ranks keyed by (left, right), -1 empty */
+    uint32_t merge_mask;
+    unsigned char *blob_copy;       /* aligned copy, only when the given blob was misaligned */
+} Tokenizer;
+
+/* Reads the blob. Returns TOKENIZER_OK or a negative TOKENIZER_E_* code. The blob must stay
+ * alive (and unchanged) until tokenizer_free. */
+int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len);
+void tokenizer_free(Tokenizer *t);
+const char *tokenizer_error_string(int code);
+
+/* Text (len bytes, any bytes) -> ids. add_bos: prepend the BOS token (pass t->add_bos for the
+ * model's default). parse_special: match control tokens such as <|eot_id|> in the text.
+ * Returns the number of ids. If max_ids is too small, returns -(number needed) and out_ids
+ * holds the first max_ids of them (call with max_ids = 0 to count). Other errors: a
+ * TOKENIZER_E_* code (<= -1000). The model's add_eos is applied when add_bos is 1 and
+ * t->add_eos is set (llama.cpp's "add_special"). */
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_bos,
+                     int parse_special, int *out_ids, int max_ids);
+
+/* One token: the bytes it prints as (may be part of a UTF-8 character; control tokens give
+ * their text; unused tokens nothing), and its text as stored in the vocabulary ("Ġthe",
+ * "▁the", "<0x0A>"). NULL for an invalid id. Not NUL-terminated: the length goes to *len. */
+const char *tokenizer_piece(const Tokenizer *t, int id, size_t *len);
+const char *tokenizer_token_text(const Tokenizer *t, int id, size_t *len);
+int tokenizer_token_type(const Tokenizer *t, int id);      /* TOKEN_*, 0 for an invalid id */
+int tokenizer_is_eog(const Tokenizer *t, int id);          /* ends generation (eos, eot, ...) */
+int tokenizer_find_token(const Tokenizer *t, const char *text, size_t len); /* exact text, -1 */
+
+/* ids -> text. Writes at most cap-1 bytes and a NUL (when cap > 0), like snprintf, and
+ * returns the full length. Invalid ids are skipped. flags: TOKENIZER_DECODE_SPECIAL,
+ * TOKENIZER_DECODE_STRIP_SPACE. Bytes are copied as they are (no UTF-8 repair). */
+size_t tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids, int flags,
+                        char *out, size_t cap);
+
+/* ------------------------------------------------------------------------------------- */
+/* Streaming detokenizer: feed generated tokens one by one, get only complete characters.  */
+/* ------------------------------------------------------------------------------------- */
+/* A UTF-8 character split across tokens is held back until its last byte arrives.
+ * Invalid bytes come out as U+FFFD (one per maximal ill-formed subsequence, the same as
+ * Python's bytes.decode("utf-8", "replace")), or raw with TOKENIZER_DECODE_RAW. */
+
+typedef struct {
+    const Tokenizer *tok;
+    int flags;                  /* TOKENIZER_DECODE_* */
+    int at_start;               /* no piece printed yet (for TOKENIZER_DECODE_STRIP_SPACE) */
+    unsigned char pending[4];   /* incomplete UTF-8 sequence carried to the next token */
+    int n_pending;
+} TokenizerStream;
+
+void tokenizer_stream_init(TokenizerStream *s, const Tokenizer *t, int flags);
+/* Bytes `out` must hold for one push or flush call. */
+size_t tokenizer_stream_bound(const Tokenizer *t);
+/* Adds token `id`; writes the newly completed text to out (not NUL-terminated) and returns
+ * its length. */
+size_t tokenizer_stream_push(TokenizerStream *s, int id, char *out);
+/* End of stream: writes what is still pending (as U+FFFD, or raw), returns its length. */
+size_t tokenizer_stream_flush(TokenizerStream *s, char *out);
+
+/* Unicode class flags of a code point (from unicode_tables.c): 1 letter, 2 number,
+ * 4 White_Space, 8 mark, 16 punctuation, 32 symbol, 64 separator, 128 other. */
+unsigned tokenizer_unicode_flags(uint32_t cp);
+
+#endif /* BITNET_TOKENIZER_H */

@@ -1,0 +1,48 @@
+/* weights.h: where each tensor lives in the weights blob.
+ *
+ * The blob is one read-only byte array (embedded in the executable, or an external file
+ * mapped at start-up). The generated weights_index.c says at which 64-byte-aligned offset
+ * each tensor starts; nothing is copied: the model reads the blob in place.
+ */
+#ifndef BITNET_WEIGHTS_H
+#define BITNET_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "model_config.h"
+
+typedef struct {
+    uint64_t offset;       /* packed codes (kernel layout, see kernels/kernels.h), [M][KP/4] bytes */
+    float scale;           /* per-tensor weight scale: W = codes * scale */
+} bn_ternary_ref;
+
+typedef struct {
+    uint64_t attn_norm;       /* f32 [E] */
+    uint64_t attn_sub_norm;   /* f32 [E]  (BN_SUB_NORMS) */
+    uint64_t ffn_norm;        /* f32 [E] */
+    uint64_t ffn_sub_norm;    /* f32 [F]  (BN_SUB_NORMS) */
+    bn_ternary_ref wq;        /* [E, E] */
+    bn_ternary_ref wk;        /* [KV, E] */
+    bn_ternary_ref wv;        /* [KV, E] */
+    bn_ternary_ref wo;        /* [E, E] */
+    bn_ternary_ref w_gate;    /* [F, E] */
+    bn_ternary_ref w_up;      /* [F, E] */
+    bn_ternary_ref w_down;    /* [E, F] */
+} bn_layer_ref;
+
+typedef struct {
+    uint64_t token_embd;      /* [V, E], f16 if BN_EMBD_F16 else f32 */
+    uint64_t output;          /* [V, E], f16 if BN_HEAD_F16 else f32; same as token_embd when tied */
+    uint64_t output_norm;     /* f32 [E] */
+    uint64_t tokenizer;       /* tokenizer blob (see tokenizer.h), BN_TOKENIZER_BYTES bytes */
+    bn_layer_ref layers[BN_N_LAYER];
+} bn_weights_index;
+
+extern const bn_weights_index BN_WEIGHTS_INDEX;   /* generated: weights_index.c */
+extern const char BN_WEIGHTS_SHA256[65];          /* generated: hex SHA-256 of the blob */
+extern const char BN_BUILD_INFO_JSON[];           /* generated: provenance, options, hparams */
+
+/* The blob: opened by bn_init (blob.c). */
+const uint8_t *bn_blob(void);
+
+#endif
