@@ -437,9 +437,27 @@ def parse_args(argv=None):
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--max-chars", type=int, default=0, help="use only this many training characters (tests)")
     ap.add_argument("--no-samples", dest="samples", action="store_false")
+    ap.add_argument("--eval", metavar="HF_DIR", help="only evaluate a saved checkpoint on the held-out split")
     return ap.parse_args(argv)
+
+
+def eval_only(args, log=print):
+    import sentencepiece as spm
+    torch.set_num_threads(args.threads)
+    model, cfg = load_checkpoint(args.eval)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(args.eval, "tokenizer.model"))
+    _, held_text = split_text(args.data)
+    ho = encode(sp, held_text)
+    ctx = cfg["max_position_embeddings"]
+    hl, hl_half, nw = evaluate(model, ho, ctx, sp.bos_id())
+    log(json.dumps({"heldout_loss": hl, "heldout_ppl": math.exp(hl), "heldout_loss_second_half": hl_half,
+                    "heldout_ppl_second_half": math.exp(hl_half), "heldout_windows": nw,
+                    "heldout_tokens": int(len(ho))}, indent=1))
 
 
 if __name__ == "__main__":
     a = parse_args()
-    train(a, log=lambda s: print(s, flush=True))
+    if a.eval:
+        eval_only(a, log=lambda s: print(s, flush=True))
+    else:
+        train(a, log=lambda s: print(s, flush=True))
