@@ -56,6 +56,9 @@ def tensor_nbytes(ggml_type: int, ne: tuple) -> int:
     n = 1
     for d in ne:
         n *= d
+    if ggml_type in (TL1, TL2):
+        raise ValueError(f"{FORK_TYPE_NAMES[ggml_type]} is a bitnet.cpp layout tied to its generated kernels; "
+                         "convert the model to I2_S, TQ2_0 or TQ1_0 instead")
     if ggml_type == I2_S:
         if n % 128:
             raise ValueError(f"I2_S needs a multiple of 128 elements, got {n}")
