@@ -6,8 +6,10 @@
  *       like the layers of a model) are used in turn; each call computes all M rows for N
  *       tokens, rows split in contiguous ranges over the threads (one spin barrier per
  *       call). Prints "calls <n> seconds <s> bytes_per_call <b>".
- *   kernel_bench membw <threads> <MiB> <seconds>
- *       each thread sums its share of a buffer with 32-byte vector loads, repeatedly.
+ *   kernel_bench list      names of the compiled-in kernels this CPU can run
+ *   kernel_bench membw <threads> <MiB> <seconds> [prefetch_bytes]
+ *       each thread sums its share of a buffer with 32-byte vector loads, repeatedly,
+ *       optionally with a software prefetch that many bytes ahead (as the GEMV kernels do).
  *       Prints "bytes <b> seconds <s>".
  * The packed bytes are random codes in {0,1,2} (valid for i2s and tl1; for tl2 the sign
  * and header bytes are arbitrary but the kernel's work per byte is the same).
@@ -129,6 +131,7 @@ static size_t nvec_;
 static long long sink_[64];
 static double bw_elapsed_;
 static long bw_passes_;
+static size_t prefetch_;  /* vectors ahead; 0 = rely on the hardware prefetcher */
 
 static void *bw_worker(void *arg) {
     const int ith = (int)(intptr_t)arg;
@@ -140,6 +143,7 @@ static void *bw_worker(void *arg) {
     long pass = 0;
     for (;; pass++) {
         for (size_t i = b; i < e; i += 4) {
+            if (prefetch_) __builtin_prefetch(&buf_[i + prefetch_]);
             acc0 += buf_[i]; acc1 += buf_[i + 1]; acc2 += buf_[i + 2]; acc3 += buf_[i + 3];
         }
         if (ith == 0 && now() - t0 > seconds_) atomic_store(&stop_, 1);
@@ -157,6 +161,7 @@ static int run_membw(int argc, char **argv) {
     nthreads = atoi(argv[2]);
     const size_t bytes = (size_t)atoi(argv[3]) << 20;
     seconds_ = atof(argv[4]);
+    prefetch_ = argc > 5 ? (size_t)atoi(argv[5]) / 32 : 0;
     nvec_ = bytes / 32 / (4 * nthreads) * (4 * nthreads);
     buf_ = aligned_alloc(64, nvec_ * 32);
     memset(buf_, 1, nvec_ * 32);
@@ -172,6 +177,12 @@ int main(int argc, char **argv) {
     int rc = 2;
     if (argc >= 2 && strcmp(argv[1], "kernel") == 0) rc = run_kernel(argc, argv);
     else if (argc >= 2 && strcmp(argv[1], "membw") == 0) rc = run_membw(argc, argv);
-    if (rc == 2) fprintf(stderr, "usage: kernel_bench kernel NAME M KP N THREADS COPIES SECONDS | membw THREADS MIB SECONDS\n");
+    else if (argc >= 2 && strcmp(argv[1], "list") == 0) {  /* kernels this CPU can run */
+        const unsigned have = kernel_cpu_features();
+        for (int i = 0; i < kernel_table_len; i++)
+            if ((kernel_table[i].needs & ~have) == 0) printf("%s\n", kernel_table[i].name);
+        rc = 0;
+    }
+    if (rc == 2) fprintf(stderr, "usage: kernel_bench kernel NAME M KP N THREADS COPIES SECONDS | membw THREADS MIB SECONDS [PREFETCH_BYTES]\n");
     return rc;
 }

@@ -34,6 +34,7 @@ BITNET_2B_SHAPES = ((2560, 2560), (640, 2560), (6912, 2560), (2560, 6912))
 TARGETS = {
     "x86_64": ("x86_64-linux-musl", (), [], False),
     "x86_64-nehalem": ("x86_64-linux-musl", (), ["qemu-x86_64", "-cpu", "Nehalem"], True),
+    "x86_64-haswell": ("x86_64-linux-musl", (), ["qemu-x86_64", "-cpu", "Haswell"], True),
     "aarch64": ("aarch64-linux-musl", (), ["qemu-aarch64", "-cpu", "max"], True),
     "aarch64-a72": ("aarch64-linux-musl", (), ["qemu-aarch64", "-cpu", "cortex-a72"], True),
     "aarch64-a76": ("aarch64-linux-musl", (), ["qemu-aarch64", "-cpu", "cortex-a76"], True),
@@ -208,15 +209,25 @@ def test_packers_agree_with_scalar_decoders(harness_dir):
         check_kernel("x86_64", harness_dir, k, cases)
 
 
-@pytest.mark.parametrize("kernel", ["i2s_avx2", "tl2_avx2", "i2s_scalar", "tl2_scalar", "tl1_scalar"])
+def _host_has(flag: str) -> bool:
+    try:
+        return any(flag in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kernel", ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_scalar", "tl2_scalar", "tl1_scalar"])
 def test_native_x86(harness_dir, kernel):
     assert kernel in kernels_of("x86_64", harness_dir)
+    if kernel == "i2s_avxvnni" and not _host_has("avx_vnni"):
+        pytest.skip("host CPU lacks AVX-VNNI")
     check_kernel("x86_64", harness_dir, kernel, make_cases(2, big=True))
 
 
-def test_native_dispatch_picks_avx2(harness_dir):
+def test_native_dispatch_picks_best(harness_dir):
     info = harness_info("x86_64", harness_dir)
-    assert info["pick"]["i2s"] == "i2s_avx2" and info["pick"]["tl2"] == "tl2_avx2"
+    best = "i2s_avxvnni" if _host_has("avx_vnni") else "i2s_avx2"
+    assert info["pick"]["i2s"] == best and info["pick"]["tl2"] == "tl2_avx2"
 
 
 EMULATED_KERNELS = {
@@ -240,6 +251,7 @@ def test_emulated(harness_dir, target, kernel):
 @pytest.mark.emulated
 @pytest.mark.parametrize("target,picks", [
     ("x86_64-nehalem", {"i2s": "i2s_scalar", "tl2": "tl2_scalar", "tl1": "tl1_scalar"}),
+    ("x86_64-haswell", {"i2s": "i2s_avx2", "tl2": "tl2_avx2", "tl1": "tl1_scalar"}),
     ("aarch64-a72", {"i2s": "i2s_neon", "tl1": "tl1_neon", "tl2": "tl2_scalar"}),
     ("aarch64-a76", {"i2s": "i2s_neon_dotprod", "tl1": "tl1_neon", "tl2": "tl2_scalar"}),
 ])

@@ -33,7 +33,12 @@ static unsigned detect_features(void) {
     __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
     if ((xlo & 6) != 6) return 0;
     __cpuid_count(7, 0, a, b, c, d);
+    const unsigned max_sub = a;
     if ((b >> 5) & 1) f |= KCPU_AVX2;
+    if (max_sub >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        if ((a >> 4) & 1) f |= KCPU_AVXVNNI;
+    }
     return f;
 }
 #elif KERNELS_ARM64 && defined(__linux__)   /* Linux and Android */
@@ -78,6 +83,7 @@ unsigned kernel_cpu_features(void) {
     }
 I2S_WRAP(scalar)
 #if KERNELS_X86
+I2S_WRAP(avxvnni)
 I2S_WRAP(avx2)
 #endif
 #if KERNELS_ARM64
@@ -88,6 +94,8 @@ I2S_WRAP(neon)
 /* ---- the table ----------------------------------------------------------------------- */
 const ternary_kernel kernel_table[] = {
 #if KERNELS_X86
+    {"i2s_avxvnni", "i2s", "avxvnni", "x86-64 with AVX-VNNI (Alder Lake+, Zen 5+)", KCPU_AVX2 | KCPU_AVXVNNI,
+     i2s_gemv_avxvnni_k, i2s_gemm_avxvnni_k, NULL},
     {"i2s_avx2", "i2s", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,
      i2s_gemv_avx2_k, i2s_gemm_avx2_k, NULL},
 #endif
@@ -126,6 +134,7 @@ const ternary_kernel *kernel_pick(const char *layout) {
 const bn_kernel *bn_kernel_active(void) {
     static const bn_kernel i2s[] = {
 #if KERNELS_X86
+        {"i2s_avxvnni", i2s_gemv_avxvnni, i2s_gemm_avxvnni},
         {"i2s_avx2", i2s_gemv_avx2, i2s_gemm_avx2},
 #endif
 #if KERNELS_ARM64

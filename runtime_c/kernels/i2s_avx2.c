@@ -1,5 +1,8 @@
-/* i2s_avx2.c: the i2s kernels for x86-64 with AVX2. Compile this file (only this file)
- * with -mavx2; call it only after the start-up CPU check in dispatch.c found AVX2.
+/* i2s_avx2.c: the i2s kernels for x86-64 with AVX2, compiled twice (compiler/kernels.py):
+ *   -mavx2                          -> i2s_{gemv,gemm}_avx2     (Haswell+, Zen 1+)
+ *   -mavx2 -mavxvnni -DI2S_VNNI     -> i2s_{gemv,gemm}_avxvnni  (Alder Lake+, Zen 5+)
+ * Only these objects may contain AVX instructions; dispatch.c calls them only after the
+ * start-up CPU check found AVX2 (and AVX-VNNI) with OS support for YMM state.
  *
  * Layout: the i2s layout of kernels.h (128-weight blocks of 32 bytes; bits 7-6, 5-4, 3-2, 1-0
  * of byte p hold weights p, p+32, p+64, p+96 as codes c = t+1 in {0,1,2}).
@@ -14,9 +17,11 @@
  * Overflow: vpmaddubsw adds two products c*q with c in [0,2], q in [-128,127], so each int16
  * lane lies in [-512, 508] and never saturates. One 128-weight block adds 4 such lanes:
  * [-2048, 2032]. We add I2S_GROUP = 8 blocks in int16 (|sum| <= 16384 < 32767) and then widen
- * to int32 with vpmaddwd. Row totals are bounded by 256*KP < 2^31 for KP < 2^23.
+ * to int32 with vpmaddwd. With AVX-VNNI, vpdpbusd adds the four products of each int32 lane
+ * straight into int32 accumulators (no int16 stage). Row totals are bounded by
+ * 256*KP < 2^31 for KP < 2^23.
  *
- * Tiling: GEMV runs 4 rows at once (each activation load serves 4 rows). GEMM runs tiles of
+ * Tiling: GEMV runs 4 rows at once (each activation load serves 4 rows) and prefetches ahead. GEMM runs tiles of
  * 2 rows x 4 tokens: each unpacked code vector is used for 4 tokens straight from registers,
  * and the 2 rows' bytes (KP/2 bytes) stay in L1 while the token loop walks over the batch.
  */
@@ -25,7 +30,12 @@
 
 #include "kernels.h"
 
+#ifdef I2S_VNNI
+#define I2S_FN(name) name##_avxvnni
+#else
+#define I2S_FN(name) name##_avx2
 #define I2S_GROUP 8  /* blocks accumulated in int16 before widening; see overflow note */
+#endif
 
 static inline int32_t hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -52,7 +62,7 @@ static int32_t sum_q(const int8_t *x, int KP) {
  * out[i][t] = sum_k c[i][k] * q[t][k] (the uncorrected maddubs dot product). */
 static inline __attribute__((always_inline))
 void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stride,
-              int KP, const int R, const int T, int32_t out[4][4]) {
+              int KP, const int R, const int T, size_t pf, int32_t out[4][4]) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i ones16 = _mm256_set1_epi16(1);
     const int nb = KP / 128;
@@ -60,16 +70,32 @@ void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stri
     for (int i = 0; i < R; i++)
         for (int t = 0; t < T; t++) acc32[i][t] = _mm256_setzero_si256();
 
-    for (int b0 = 0; b0 < nb; b0 += I2S_GROUP) {
-        const int b1 = b0 + I2S_GROUP < nb ? b0 + I2S_GROUP : nb;
+#ifdef I2S_VNNI
+    const int group = nb;
+    (void)ones16;
+#else
+    const int group = I2S_GROUP;
+#endif
+    for (int b0 = 0; b0 < nb; b0 += group) {
+        const int b1 = b0 + group < nb ? b0 + group : nb;
+#ifndef I2S_VNNI
         __m256i acc16[4][4];
         for (int i = 0; i < R; i++)
             for (int t = 0; t < T; t++) acc16[i][t] = _mm256_setzero_si256();
+#endif
         for (int b = b0; b < b1; b++) {
             __m256i wv[4];
             for (int i = 0; i < R; i++)
                 wv[i] = _mm256_loadu_si256((const __m256i *)(w + i * row_bytes + 32 * (size_t)b));
+            if (pf && !(b & 1))
+                for (int i = 0; i < R; i++)
+                    _mm_prefetch((const char *)(w + i * row_bytes + 32 * (size_t)b + pf), _MM_HINT_T0);
             const int8_t *xb = x + 128 * (size_t)b;
+#ifdef I2S_VNNI
+#define I2S_MAC(i, t, c, xv) acc32[i][t] = _mm256_dpbusd_avx_epi32(acc32[i][t], c, xv)
+#else
+#define I2S_MAC(i, t, c, xv) acc16[i][t] = _mm256_add_epi16(acc16[i][t], _mm256_maddubs_epi16(c, xv))
+#endif
 /* chunk J: codes at bit offset SH pair with activations 128b + 32J .. 128b + 32J + 31 */
 #define I2S_CHUNK(J, SH)                                                                    \
             {                                                                               \
@@ -79,7 +105,7 @@ void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stri
                 for (int t = 0; t < T; t++) {                                               \
                     __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + t * x_stride + 32 * J)); \
                     for (int i = 0; i < R; i++)                                             \
-                        acc16[i][t] = _mm256_add_epi16(acc16[i][t], _mm256_maddubs_epi16(c[i], xv)); \
+                        I2S_MAC(i, t, c[i], xv);                                    \
                 }                                                                           \
             }
             I2S_CHUNK(0, 6)
@@ -87,27 +113,40 @@ void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stri
             I2S_CHUNK(2, 2)
             I2S_CHUNK(3, 0)
 #undef I2S_CHUNK
+#undef I2S_MAC
         }
+#ifndef I2S_VNNI
         for (int i = 0; i < R; i++)
             for (int t = 0; t < T; t++)
                 acc32[i][t] = _mm256_add_epi32(acc32[i][t], _mm256_madd_epi16(acc16[i][t], ones16));
+#endif
     }
     for (int i = 0; i < R; i++)
         for (int t = 0; t < T; t++) out[i][t] = hsum_epi32(acc32[i][t]);
 }
 
-void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+/* GEMV streams the matrix once: software prefetch the same block I2S_PF_ROWS rows ahead
+ * (~12 KB, a multiple of the 4-row tile) so DRAM latency overlaps the arithmetic. Without it
+ * one thread reached ~10 GB/s from DRAM here, with it ~20-28 GB/s (bench/kernels.py). */
+static size_t i2s_prefetch_distance(size_t row_bytes) {
+    size_t rows = (12288 / row_bytes + 3) / 4 * 4;
+    rows = rows < 4 ? 4 : rows > 32 ? 32 : rows;
+    return rows * row_bytes;
+}
+
+void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end) {
     const size_t row_bytes = (size_t)KP / 4;
     const int32_t sx = sum_q(x, KP);
     int32_t out[4][4];
+    const size_t pfd = i2s_prefetch_distance(row_bytes);
     int r = row_begin;
     for (; r + 4 <= row_end; r += 4) {
-        i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 4, 1, out);
+        i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 4, 1, pfd, out);
         for (int i = 0; i < 4; i++) y[r + i] = out[i][0] - sx;
     }
     for (; r < row_end; r++) {
-        i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 1, 1, out);
+        i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 1, 1, 0, out);
         y[r] = out[0][0] - sx;
     }
 }
@@ -123,14 +162,14 @@ void i2s_rows_tokens(const uint8_t *wr, size_t row_bytes, const int8_t *x, int32
     int32_t out[4][4];
     int n = n0;
     for (; n + 4 <= n1; n += 4) {
-        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, 4, out);
+        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, 4, 0, out);
         for (int i = 0; i < R; i++)
             for (int t = 0; t < 4; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0];
     }
     const int left = n1 - n;
 #define I2S_TAIL(TT)                                                                        \
     {                                                                                       \
-        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, out);                    \
+        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, 0, out);                    \
         for (int i = 0; i < R; i++)                                                         \
             for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
     }
@@ -140,10 +179,10 @@ void i2s_rows_tokens(const uint8_t *wr, size_t row_bytes, const int8_t *x, int32
 #undef I2S_TAIL
 }
 
-void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
+void I2S_FN(i2s_gemm)(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end) {
     if (N == 1) {
-        i2s_gemv_avx2(w, x, y, KP, row_begin, row_end);
+        I2S_FN(i2s_gemv)(w, x, y, KP, row_begin, row_end);
         return;
     }
     const size_t row_bytes = (size_t)KP / 4;

@@ -30,6 +30,10 @@ void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end);
 void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end);
+void i2s_gemv_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
+                      int KP, int row_begin, int row_end);
+void i2s_gemm_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
+                      int N, int M, int KP, int row_begin, int row_end);
 void i2s_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end);
 void i2s_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
@@ -76,6 +80,7 @@ void tl1_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
 enum {
     KCPU_AVX2    = 1u << 0,  /* x86-64: AVX2 and the OS saves YMM state (cpuid + xgetbv) */
     KCPU_DOTPROD = 1u << 1,  /* aarch64: SDOT/UDOT (HWCAP_ASIMDDP); plain NEON is baseline */
+    KCPU_AVXVNNI = 1u << 2,  /* x86-64: AVX-VNNI (VEX vpdpbusd; cpuid 7.1 eax bit 4) */
 };
 unsigned kernel_cpu_features(void);  /* KCPU_* bits of this CPU (computed once, cached) */
 
@@ -88,7 +93,7 @@ typedef void (*ternary_gemm_fn)(const uint8_t *w, const int8_t *x, int32_t *y,
 typedef struct {
     const char *name;       /* "i2s_avx2": layout + isa */
     const char *layout;     /* packed weight layout it reads: "i2s", "tl1", "tl2" */
-    const char *isa;        /* "avx2", "neon_dotprod", "neon", "scalar" */
+    const char *isa;        /* "avxvnni", "avx2", "neon_dotprod", "neon", "scalar" */
     const char *cpus;       /* which CPUs it is for, for humans */
     unsigned needs;         /* KCPU_* bits it requires */
     ternary_gemv_fn gemv;

@@ -72,7 +72,7 @@ static void tl2_build_lut(const int8_t *x, int KP, uint8_t *lut) {
 /* One 32-row tile against T tokens (T <= 4), full K. out[t][i] = row i for token t
  * (including the neg[] correction). Inlined with constant T. */
 static inline __attribute__((always_inline))
-void tl2_tile(const uint8_t *tile, const uint8_t *const *luts, int NO, const int T,
+void tl2_tile(const uint8_t *tile, const uint8_t *const *luts, int NO, const int T, size_t pf,
               int32_t out[4][32]) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i zero = _mm256_setzero_si256();
@@ -87,6 +87,11 @@ void tl2_tile(const uint8_t *tile, const uint8_t *const *luts, int NO, const int
         for (int o = o0; o < o1; o++) {
             const uint8_t *oct = tile + TL2_TILE_HEADER + (size_t)o * TL2_OCTET_BYTES;
             const __m256i sb = _mm256_loadu_si256((const __m256i *)(oct + 128));
+            if (pf) {   /* GEMV: fetch the next tile's octet (the matrix is read once) */
+                _mm_prefetch((const char *)(oct + pf), _MM_HINT_T0);
+                _mm_prefetch((const char *)(oct + pf + 64), _MM_HINT_T0);
+                _mm_prefetch((const char *)(oct + pf + 128), _MM_HINT_T0);
+            }
             const size_t g8 = 8 * (size_t)o;
 /* triple j of the octet: indices idx, sign bit j of sb */
 #define TL2_TRIPLE(J, idx)                                                                   \
@@ -136,6 +141,7 @@ void tl2_tile(const uint8_t *tile, const uint8_t *const *luts, int NO, const int
 static void tl2_rows(const uint8_t *w, const uint8_t *const *luts, int32_t *y, int M, int KP,
                      int rb, int re, int n0, int n1) {
     const size_t tb = TL2_TILE_BYTES(KP);
+    const size_t pf = n1 - n0 == 1 ? tb : 0;
     const int NO = TL2_OCTETS(KP);
     int32_t out[4][32];
     for (int tile = rb / TL_ROWS; tile * TL_ROWS < re; tile++) {
@@ -145,7 +151,7 @@ static void tl2_rows(const uint8_t *w, const uint8_t *const *luts, int32_t *y, i
         int n = n0;
 #define TL2_TOKENS(TT)                                                                       \
         {                                                                                    \
-            tl2_tile(tw, luts + (n - n0), NO, TT, out);                                      \
+            tl2_tile(tw, luts + (n - n0), NO, TT, pf, out);                                      \
             for (int t = 0; t < TT; t++)                                                     \
                 memcpy(y + (size_t)(n + t) * M + r0 + i0, &out[t][i0], sizeof(int32_t) * (i1 - i0)); \
         }
