@@ -30,7 +30,7 @@ SHAPES = [  # (name, M, K)
     ("ffn_gate/up 6912x2560", 6912, 2560),
     ("ffn_down 2560x6912", 2560, 6912),
 ]
-DEFAULT_KERNELS = ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_scalar", "tl2_scalar"]
+DEFAULT_KERNELS = ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar"]
 COPY_BYTES = 256 << 20
 
 
@@ -93,7 +93,7 @@ def main() -> None:
                 if k not in have:
                     continue
                 for th in threads:
-                    if k.endswith("scalar") and th > 1:
+                    if k.endswith(("scalar", "generic")) and th > 1:
                         continue
                     gv = kernel_time(exe, k, M, K, 1, th, a.seconds)
                     gm = kernel_time(exe, k, M, K, a.gemm_n, th, a.seconds)

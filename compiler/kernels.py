@@ -19,6 +19,7 @@ class KernelSource:
 
 _PORTABLE = (
     KernelSource("i2s_scalar.c", (), "scalar"),
+    KernelSource("i2s_generic.c", (), "generic"),
     KernelSource("tl_scalar.c", (), "scalar"),
     KernelSource("dispatch.c", (), ""),
 )

@@ -216,7 +216,7 @@ def _host_has(flag: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("kernel", ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_scalar", "tl2_scalar", "tl1_scalar"])
+@pytest.mark.parametrize("kernel", ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar", "tl2_scalar", "tl1_scalar"])
 def test_native_x86(harness_dir, kernel):
     assert kernel in kernels_of("x86_64", harness_dir)
     if kernel == "i2s_avxvnni" and not _host_has("avx_vnni"):
@@ -231,11 +231,11 @@ def test_native_dispatch_picks_best(harness_dir):
 
 
 EMULATED_KERNELS = {
-    "aarch64": ["i2s_neon_dotprod", "i2s_neon", "tl1_neon", "i2s_scalar", "tl1_scalar"],
+    "aarch64": ["i2s_neon_dotprod", "i2s_neon", "tl1_neon", "i2s_generic", "i2s_scalar", "tl1_scalar"],
     "aarch64-a72": ["i2s_neon", "tl1_neon"],
-    "armv7": ["i2s_scalar", "tl1_scalar", "tl2_scalar"],
-    "riscv64": ["i2s_scalar", "tl1_scalar", "tl2_scalar"],
-    "wasm32": ["i2s_scalar", "tl1_scalar", "tl2_scalar"],
+    "armv7": ["i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
+    "riscv64": ["i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
+    "wasm32": ["i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
 }
 
 
@@ -250,7 +250,7 @@ def test_emulated(harness_dir, target, kernel):
 
 @pytest.mark.emulated
 @pytest.mark.parametrize("target,picks", [
-    ("x86_64-nehalem", {"i2s": "i2s_scalar", "tl2": "tl2_scalar", "tl1": "tl1_scalar"}),
+    ("x86_64-nehalem", {"i2s": "i2s_generic", "tl2": "tl2_scalar", "tl1": "tl1_scalar"}),
     ("x86_64-haswell", {"i2s": "i2s_avx2", "tl2": "tl2_avx2", "tl1": "tl1_scalar"}),
     ("aarch64-a72", {"i2s": "i2s_neon", "tl1": "tl1_neon", "tl2": "tl2_scalar"}),
     ("aarch64-a76", {"i2s": "i2s_neon_dotprod", "tl1": "tl1_neon", "tl2": "tl2_scalar"}),

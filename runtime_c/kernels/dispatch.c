@@ -82,6 +82,7 @@ unsigned kernel_cpu_features(void) {
         i2s_gemm_##ISA(w, x, y, N, M, KP, rb, re);                                          \
     }
 I2S_WRAP(scalar)
+I2S_WRAP(generic)
 #if KERNELS_X86
 I2S_WRAP(avxvnni)
 I2S_WRAP(avx2)
@@ -105,7 +106,9 @@ const ternary_kernel kernel_table[] = {
     {"i2s_neon", "i2s", "neon", "any AArch64 (Cortex-A53/A72, Pi 3/4)", 0,
      i2s_gemv_neon_k, i2s_gemm_neon_k, NULL},
 #endif
-    {"i2s_scalar", "i2s", "scalar", "any CPU (plain C, auto-vectorised)", 0,
+    {"i2s_generic", "i2s", "generic", "any CPU (plain C shaped for auto-vectorisation)", 0,
+     i2s_gemv_generic_k, i2s_gemm_generic_k, NULL},
+    {"i2s_scalar", "i2s", "scalar", "any CPU (the plain-C reference)", 0,
      i2s_gemv_scalar_k, i2s_gemm_scalar_k, NULL},
 #if KERNELS_X86
     {"tl2_avx2", "tl2", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,
@@ -141,6 +144,7 @@ const bn_kernel *bn_kernel_active(void) {
         {"i2s_neon_dotprod", i2s_gemv_neon_dotprod, i2s_gemm_neon_dotprod},
         {"i2s_neon", i2s_gemv_neon, i2s_gemm_neon},
 #endif
+        {"i2s_generic", i2s_gemv_generic, i2s_gemm_generic},
         {"i2s_scalar", i2s_gemv_scalar, i2s_gemm_scalar},
     };
     const char *name = kernel_pick("i2s")->name;

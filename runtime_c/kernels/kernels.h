@@ -26,6 +26,11 @@ void i2s_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
                      int N, int M, int KP, int row_begin, int row_end);
 
 /* ---- i2s SIMD variants (same contract as the scalar reference) ---- */
+/* generic: plain C shaped for auto-vectorisation (i2s_generic.c), any target */
+void i2s_gemv_generic(const uint8_t *w, const int8_t *x, int32_t *y,
+                      int KP, int row_begin, int row_end);
+void i2s_gemm_generic(const uint8_t *w, const int8_t *x, int32_t *y,
+                      int N, int M, int KP, int row_begin, int row_end);
 void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end);
 void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
@@ -93,7 +98,7 @@ typedef void (*ternary_gemm_fn)(const uint8_t *w, const int8_t *x, int32_t *y,
 typedef struct {
     const char *name;       /* "i2s_avx2": layout + isa */
     const char *layout;     /* packed weight layout it reads: "i2s", "tl1", "tl2" */
-    const char *isa;        /* "avxvnni", "avx2", "neon_dotprod", "neon", "scalar" */
+    const char *isa;        /* "avxvnni", "avx2", "neon_dotprod", "neon", "generic", "scalar" */
     const char *cpus;       /* which CPUs it is for, for humans */
     unsigned needs;         /* KCPU_* bits it requires */
     ternary_gemv_fn gemv;
