@@ -208,7 +208,7 @@ def _looks_unigram(tok: TokenizerData, types: list) -> bool:
     return False
 
 
-def pack_tokenizer(tok: TokenizerData, spm_algorithm: str = "auto") -> bytes:
+def pack_tokenizer(tok: TokenizerData, spm_algorithm: str = "auto", ignore_merges=None) -> bytes:
     """Serialise ``tok`` into the blob described at the top of this module.
 
     ``spm_algorithm`` (SPM only): "merge" = llama.cpp's SPM (greedy merging of the best-scored
@@ -260,6 +260,8 @@ def pack_tokenizer(tok: TokenizerData, spm_algorithm: str = "auto") -> bytes:
                 f"BPE pre-tokenizer {pre_name!r} is not supported; supported: "
                 + ", ".join(sorted(PRE_TOKENIZERS)))
         pre, ignore = PRE_TOKENIZERS[pre_name]
+        if ignore_merges is not None:
+            ignore = bool(ignore_merges)
         if ignore:
             flags |= FLAG_IGNORE_MERGES
         pieces, nomatch, byte_tokens, merges = _bpe_tables(tok, types)

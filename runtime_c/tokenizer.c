@@ -517,18 +517,19 @@ static int partition(const Tokenizer *t, const unsigned char *text, size_t len, 
                 if (!frag_add(next, fr.start, fr.len, fr.id)) return 0;
                 continue;
             }
-            size_t pos = (size_t)fr.start, end = (size_t)fr.start + (size_t)fr.len;
+            size_t cut = (size_t)fr.start;       /* raw text not yet emitted starts here */
+            size_t pos = cut, end = (size_t)fr.start + (size_t)fr.len;   /* search position */
             while (pos + tl <= end) {
                 const unsigned char *hit = memchr(text + pos, tok[0], end - tl + 1 - pos);
                 if (!hit) break;
                 size_t at = (size_t)(hit - text);
                 if (memcmp(hit, tok, tl) != 0) { pos = at + 1; continue; }
-                if (at > pos && !frag_add(next, (int32_t)pos, (int32_t)(at - pos), -1)) return 0;
+                if (at > cut && !frag_add(next, (int32_t)cut, (int32_t)(at - cut), -1)) return 0;
                 if (!frag_add(next, 0, 0, id)) return 0;
-                pos = at + tl;
+                pos = cut = at + tl;
                 found = 1;
             }
-            if (pos < end && !frag_add(next, (int32_t)pos, (int32_t)(end - pos), -1)) return 0;
+            if (cut < end && !frag_add(next, (int32_t)cut, (int32_t)(end - cut), -1)) return 0;
         }
         if (found) { FragList tmp = *cur; *cur = *next; *next = tmp; }
     }
@@ -557,7 +558,7 @@ typedef struct {
     SpmSym *syms;           /* (n_chars) */
     Cand *heap;             /* (3 * n_chars) */
     int32_t *stack;         /* (2 * n_chars) for walking merge trees */
-    float *best;            /* (n_bytes + 1) viterbi: best score ending at a byte position */
+    double *best;           /* (n_bytes + 1) viterbi: best score ending at a byte position */
     int32_t *from;          /* (n_bytes + 1) viterbi: where that best piece starts, -1 unset */
     int32_t *best_id;       /* (n_bytes + 1) viterbi: that piece's token (-1 = unknown) */
 } SpmScratch;
@@ -642,9 +643,9 @@ static void spm_merge(const Tokenizer *t, const unsigned char *buf, size_t n, Sp
 /* sentencepiece's unigram: the segmentation with the best total score (Viterbi). A position
  * with no one-character token gets an unknown piece scored min_score - 10. */
 static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, SpmScratch *w, Emit *e) {
-    const float unk_score = t->min_score - 10.0f;
+    const double unk_score = (double)t->min_score - 10.0;
     for (size_t i = 0; i <= n; i++) w->from[i] = -1;
-    w->best[0] = 0.0f;
+    w->best[0] = 0.0;
     w->from[0] = 0;
     for (size_t s = 0; s < n;) {
         int first_len = char_len(buf + s, n - s);
@@ -659,8 +660,11 @@ static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, 
             if (id < 0) continue;
             unsigned ty = t->types[id] & TYPE_MASK;
             if (ty != TOKEN_NORMAL && ty != TOKEN_USER_DEFINED) continue;
-            float sc = ty == TOKEN_USER_DEFINED ? (float)k * t->max_score - 0.1f : t->scores[id];
-            float cand = w->best[s] + sc;
+            /* path scores add up in double, as in sentencepiece (float sums decide near-ties
+             * differently on long inputs). User-defined pieces get a bonus per byte. */
+            double sc = ty == TOKEN_USER_DEFINED ? (double)(end - s) * t->max_score - 0.1
+                                                 : (double)t->scores[id];
+            double cand = w->best[s] + sc;
             if (w->from[end] < 0 || cand > w->best[end]) {
                 w->best[end] = cand;
                 w->from[end] = (int32_t)s;
@@ -670,7 +674,7 @@ static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, 
         }
         if (!single) {
             size_t e1 = s + (size_t)first_len;
-            float cand = w->best[s] + unk_score;
+            double cand = w->best[s] + unk_score;
             if (w->from[e1] < 0 || cand > w->best[e1]) {
                 w->best[e1] = cand;
                 w->from[e1] = (int32_t)s;
@@ -857,16 +861,16 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_b
         size_t nb = 3 * longest + 3;          /* "▁" prefix and every space -> 3 bytes */
         size_t nc = nb;                       /* characters <= bytes */
         size_t bytes = nb + 2 * nc * sizeof(SpmNode) + nc * sizeof(SpmSym) + 3 * nc * sizeof(Cand) +
-                       2 * nc * sizeof(int32_t) + (nb + 1) * (sizeof(float) + 2 * sizeof(int32_t));
+                       2 * nc * sizeof(int32_t) + (nb + 1) * (sizeof(double) + 2 * sizeof(int32_t));
         mem = malloc(bytes + 64);
         if (!mem) { free(f1.a); return TOKENIZER_E_NOMEM; }
         SpmScratch w;
         char *p = mem;
+        w.best = (double *)(void *)p; p += (nb + 1) * sizeof(double);   /* first: 8-aligned */
         w.nodes = (SpmNode *)(void *)p; p += 2 * nc * sizeof(SpmNode);
         w.syms = (SpmSym *)(void *)p; p += nc * sizeof(SpmSym);
         w.heap = (Cand *)(void *)p; p += 3 * nc * sizeof(Cand);
         w.stack = (int32_t *)(void *)p; p += 2 * nc * sizeof(int32_t);
-        w.best = (float *)(void *)p; p += (nb + 1) * sizeof(float);
         w.from = (int32_t *)(void *)p; p += (nb + 1) * sizeof(int32_t);
         w.best_id = (int32_t *)(void *)p; p += (nb + 1) * sizeof(int32_t);
         unsigned char *buf = (unsigned char *)p;
