@@ -10,7 +10,8 @@
  *   name_len, M, KP, N, nsplit, wbytes, 0    then name (name_len bytes),
  *   splits[nsplit + 1] (row boundaries, splits[0] = 0 ... splits[nsplit] = M),
  *   w (wbytes), x (N*KP int8).
- * The answer: status, then y_gemv[N][M] (gemv per token) and y_gemm[N][M] (one gemm call
+ * name is a kernel of the table ("i2s_avx2") or "pick:<layout>" for whatever the start-up
+ * dispatch chose on this CPU. The answer: status, then y_gemv[N][M] (gemv per token) and y_gemm[N][M] (one gemm call
  * per row range). status 0 = ok, 1 = unknown kernel, 2 = a call wrote outside its rows.
  * Each row range is computed into a buffer pre-filled with a sentinel, with a scratch
  * buffer filled with garbage, exactly as independent threads would.

@@ -55,7 +55,7 @@ static void tl1_build_lut(const int8_t *x, int KP, uint8_t *lut) {
 
 /* One 32-row tile against T tokens (T <= 4), full K; out[t][i] = row i for token t. */
 static inline __attribute__((always_inline))
-void tl1_tile(const uint8_t *tile, const uint8_t *const *luts, int KP, const int T,
+void tl1_tile(const uint8_t *tile, const uint8_t *const *luts, int KP, const int T, size_t pf,
               int32_t out[4][32]) {
     const uint8x16_t m4 = vdupq_n_u8(0x0f);
     const int nv = KP / 4;
@@ -70,6 +70,7 @@ void tl1_tile(const uint8_t *tile, const uint8_t *const *luts, int KP, const int
         for (int h = h0; h < h1; h++) {
             const uint8x16_t va = vld1q_u8(tile + 32 * (size_t)h);        /* rows 0-15 */
             const uint8x16_t vb = vld1q_u8(tile + 32 * (size_t)h + 16);   /* rows 16-31 */
+            if (pf && !(h & 1)) __builtin_prefetch(tile + 32 * (size_t)h + pf);  /* GEMV: next tile */
             const uint8x16_t ia[2] = {vandq_u8(va, m4), vshrq_n_u8(va, 4)};
             const uint8x16_t ib[2] = {vandq_u8(vb, m4), vshrq_n_u8(vb, 4)};
             for (int p = 0; p < 2; p++) {           /* pair 2h + p */
@@ -99,6 +100,7 @@ void tl1_tile(const uint8_t *tile, const uint8_t *const *luts, int KP, const int
 static void tl1_rows(const uint8_t *w, const uint8_t *const *luts, int32_t *y, int M, int KP,
                      int rb, int re, int n0, int n1) {
     const size_t tb = TL1_TILE_BYTES(KP);
+    const size_t pf = n1 - n0 == 1 ? tb : 0;   /* GEMV reads the matrix once: prefetch */
     int32_t out[4][32];
     for (int tile = rb / TL_ROWS; tile * TL_ROWS < re; tile++) {
         const uint8_t *tw = w + tile * tb;
@@ -107,7 +109,7 @@ static void tl1_rows(const uint8_t *w, const uint8_t *const *luts, int32_t *y, i
         int n = n0;
 #define TL1_TOKENS(TT)                                                                       \
         {                                                                                    \
-            tl1_tile(tw, luts + (n - n0), KP, TT, out);                                      \
+            tl1_tile(tw, luts + (n - n0), KP, TT, pf, out);                                      \
             for (int t = 0; t < TT; t++)                                                     \
                 memcpy(y + (size_t)(n + t) * M + r0 + i0, &out[t][i0], sizeof(int32_t) * (i1 - i0)); \
         }
