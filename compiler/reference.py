@@ -54,6 +54,38 @@ def rope(x: np.ndarray, pos: np.ndarray, rope_dim: int, base: float, style: str)
     return out
 
 
+def silu(g: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x), evaluated in float64 and rounded once (as the C runtime does)."""
+    g64 = g.astype(np.float64)
+    return (g64 / (1.0 + np.exp(-g64))).astype(f32)
+
+
+def attention_head(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Causal attention of one head. q [T, D] at positions pos; k, v [S, D] (the cache).
+
+    Sums run in the C runtime's order (float32, left to right) and exp is evaluated in
+    float64 and rounded once, so reference and compiled model agree to the last bit in the
+    usual case; only the head's dot products differ in summation order.
+    """
+    T, D = q.shape
+    S = k.shape[0]
+    s = np.zeros((T, S), f32)
+    for d in range(D):                                   # dot products, d in order
+        s += q[:, d:d + 1] * k[None, :, d]
+    s = s / f32(np.sqrt(D))
+    valid = np.arange(S)[None, :] <= pos[:, None]        # causal mask
+    smax = np.max(np.where(valid, s, -np.inf), axis=1, keepdims=True)
+    e = np.where(valid, np.exp((s - smax).astype(np.float64)).astype(f32), f32(0))
+    tot = np.zeros((T, 1), f32)
+    for j in range(S):                                   # softmax denominator, in order
+        tot += e[:, j:j + 1]
+    p = e / tot
+    out = np.zeros((T, D), f32)
+    for j in range(S):                                   # weighted values, in order
+        out += p[:, j:j + 1] * v[j][None, :]
+    return out
+
+
 class Reference:
     """Stateful reference model with a KV cache."""
 
@@ -88,14 +120,7 @@ class Reference:
             S = K.shape[0]
             att = np.empty((T, H, D), f32)
             for hh in range(H):
-                kh, vh = K[:, hh // group, :], V[:, hh // group, :]                # [S, D]
-                s = (q[:, hh, :] @ kh.T) / f32(np.sqrt(D))                       # [T, S]
-                mask = np.arange(S)[None, :] > pos[:, None]
-                s = np.where(mask, -np.inf, s)
-                s = s - s.max(axis=1, keepdims=True)
-                p = np.exp(s)
-                p = p / p.sum(axis=1, keepdims=True)
-                att[:, hh, :] = p @ vh
+                att[:, hh, :] = attention_head(q[:, hh, :], K[:, hh // group, :], V[:, hh // group, :], pos)
             a = att.reshape(T, H * D)
             if L.attn_sub_norm is not None:
                 a = rmsnorm(a, L.attn_sub_norm, hp.norm_eps)
@@ -104,9 +129,9 @@ class Reference:
             g = ternary_matmul(h, L.w_gate)
             u = ternary_matmul(h, L.w_up)
             if hp.activation == "relu2":
-                g = np.maximum(g, 0) ** 2
+                g = np.maximum(g, 0) * np.maximum(g, 0)
             else:
-                g = g / (1 + np.exp(-g))
+                g = silu(g)
             f = (g * u).astype(f32)
             if L.ffn_sub_norm is not None:
                 f = rmsnorm(f, L.ffn_sub_norm, hp.norm_eps)

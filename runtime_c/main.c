@@ -274,7 +274,10 @@ int main(int argc, char **argv) {
     bn_context *c = bn_create(n_ctx, o.n_threads);
     if (!c) { fprintf(stderr, "error: %s\n", bn_last_error()); return 2; }
 
-    print_state ps = {o.print_ids, 1, {0}};
+    print_state ps;
+    memset(&ps, 0, sizeof ps);
+    ps.print_ids = o.print_ids;
+    ps.first = 1;
     if (!o.print_ids) {
         /* echo the prompt like llama.cpp does */
         for (int i = 0; i < n_prompt; i++) text_stream_put(&ps.stream, prompt[i], stdout);

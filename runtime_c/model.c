@@ -236,7 +236,7 @@ static void attention_worker(void *arg, int ith, int nth) {
             if (scores[s] > maxs) maxs = scores[s];
         }
         float sum = 0.0f;
-        for (int s = 0; s <= pos; s++) { scores[s] = expf(scores[s] - maxs); sum += scores[s]; }
+        for (int s = 0; s <= pos; s++) { scores[s] = (float)exp((double)(scores[s] - maxs)); sum += scores[s]; }
         float *out = c->att + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
         for (int d = 0; d < BN_HEAD_DIM; d++) out[d] = 0.0f;
         for (int s = 0; s <= pos; s++) {
@@ -288,7 +288,7 @@ static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
         for (size_t i = 0; i < (size_t)n * BN_N_FF; i++) {
             float g = c->hg[i];
             if (BN_ACT_RELU2) { g = g > 0.0f ? g : 0.0f; g = g * g; }
-            else g = g / (1.0f + expf(-g));
+            else g = (float)((double)g / (1.0 + exp(-(double)g)));   /* silu, rounded once */
             c->hg[i] = g * c->hu[i];
         }
         if (BN_SUB_NORMS)

@@ -1,0 +1,185 @@
+"""The compile path end to end: compiled model vs numpy reference, threads, the static
+binary, --verify, sanitizers, and aarch64 under qemu."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from bitnet_aot.bindings.api import CompiledModel
+from bitnet_aot.factory import ARCHS, PROJ_TYPES
+from bitnet_aot.gguf_import import load_gguf
+from bitnet_aot.reference import Reference
+
+from conftest import have
+
+SEQ = 64
+
+# Default run: every architecture (with TQ2_0) and every projection type (with
+# bitnet-b1.58). The full grid runs under the `slow` marker.
+DEFAULT_GRID = [(a, "tq2_0") for a in ARCHS] + [("bitnet-b1.58", t) for t in PROJ_TYPES if t != "tq2_0"]
+FULL_GRID = [(a, t) for a in ARCHS for t in PROJ_TYPES if (a, t) not in DEFAULT_GRID]
+
+
+def _tokens(n_vocab, n, seed=0):
+    return np.random.default_rng(seed).integers(3, n_vocab, n).astype(np.int32)
+
+
+def _check_against_reference(cache, arch, ptype):
+    gguf = cache.model(arch, ptype)
+    lib = cache.build(gguf).output
+    m = load_gguf(gguf)
+    toks = _tokens(m.hp.n_vocab, SEQ)
+    want = Reference(m).forward(toks)
+    scale = float(np.ptp(want))
+    per_thread = []
+    for threads in (1, 2, 3):
+        with CompiledModel(lib, n_ctx=256, n_threads=threads) as cm:
+            # the first half as one batch (GEMM path), the rest token by token (GEMV path)
+            got = np.concatenate([cm.eval(toks[:SEQ // 2])] + [cm.eval(toks[i:i + 1]) for i in range(SEQ // 2, SEQ)])
+            per_thread.append(got)
+            assert np.max(np.abs(got - want)) < 1e-3 * scale, (arch, ptype, threads)
+            ids = cm.generate(toks[:8], SEQ, temperature=0.0, ignore_eos=True)
+        ref_ids = Reference(m).generate_greedy(toks[:8], SEQ)
+        assert ids == ref_ids, (arch, ptype, threads)
+    # every thread count gives bit-identical logits
+    assert all(np.array_equal(per_thread[0], p) for p in per_thread[1:])
+
+
+@pytest.mark.parametrize("arch,ptype", DEFAULT_GRID)
+def test_compiled_matches_reference(cache, arch, ptype):
+    _check_against_reference(cache, arch, ptype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,ptype", FULL_GRID)
+def test_compiled_matches_reference_full_grid(cache, arch, ptype):
+    _check_against_reference(cache, arch, ptype)
+
+
+def _run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def static_binary(cache):
+    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    return gguf, cache.build(gguf, "x86_64-linux", shared=False)
+
+
+def _greedy_ids_cli(cmd_prefix, binary, prompt, n):
+    r = _run(cmd_prefix + [binary, "--ids", " ".join(map(str, prompt)), "-n", str(n), "--temp", "0",
+                           "--print-ids", "--ignore-eos", "-t", "2"])
+    assert r.returncode == 0, r.stderr
+    return [int(t) for t in r.stdout.split()]
+
+
+def test_static_binary_runs_anywhere_and_matches(static_binary, tmp_path):
+    gguf, res = static_binary
+    exe = str(tmp_path / "model")
+    shutil.copy(res.output, exe)       # alone, in another directory
+    out = _run(["file", exe]).stdout if have("file") else "statically linked"
+    assert "statically linked" in out
+    m = load_gguf(gguf)
+    prompt = _tokens(m.hp.n_vocab, 6, seed=3).tolist()
+    ids = _greedy_ids_cli([], exe, prompt, 32)
+    assert ids == Reference(m).generate_greedy(prompt, 32)
+    r = _run([exe, "--info"], cwd=str(tmp_path))
+    assert r.returncode == 0 and m.source_sha256 in r.stdout and "kernel" in r.stdout
+
+
+def test_verify_detects_a_flipped_byte(static_binary, tmp_path):
+    _, res = static_binary
+    exe = tmp_path / "model"
+    shutil.copy(res.output, exe)
+    assert _run([str(exe), "--verify"]).returncode == 0
+    data = bytearray(exe.read_bytes())
+    blob = open(os.path.join(res.build_dir, "weights.bin"), "rb").read()
+    at = bytes(data).find(blob[:4096])
+    assert at > 0
+    data[at + len(blob) // 2] ^= 0x01
+    exe.write_bytes(bytes(data))
+    r = _run([str(exe), "--verify"])
+    assert r.returncode != 0 and "corrupt" in r.stderr
+
+
+def test_bad_flags_give_one_line(static_binary):
+    _, res = static_binary
+    for args in (["--temp", "abc"], ["-n", "-5"], ["--bogus"], ["-t", "0"], ["--ctx", "999999"], ["--ids", "1 2 99999"],
+                 ["-p"], ["--top-p", "2"], ["--ids", "1 2", "--ctx", "2"]):
+        r = _run([res.output] + args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_external_weights(cache, tmp_path):
+    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    res = cache.build(gguf, "x86_64-linux", shared=False, weights="external")
+    assert os.path.exists(res.output + ".weights")
+    assert os.path.getsize(res.output) < res.blob_bytes + (2 << 20)
+    m = load_gguf(gguf)
+    prompt = [5, 6, 7]
+    assert _greedy_ids_cli([], res.output, prompt, 8) == Reference(m).generate_greedy(prompt, 8)
+    exe = str(tmp_path / "alone")
+    shutil.copy(res.output, exe)           # without its weights file: a clear error
+    r = _run([exe, "--ids", "1 2"])
+    assert r.returncode == 2 and "weights" in r.stderr
+
+
+def test_emit_c_is_a_rebuildable_tree(cache, tmp_path):
+    from bitnet_aot.build import build
+    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    d = tmp_path / "gen"
+    build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
+    for f in ("build.sh", "weights.bin", "gen/model_config.h", "gen/weights_index.c", "gen/blob.S", "src/model.c"):
+        assert (d / f).exists(), f
+    r = _run(["sh", str(d / "build.sh")])
+    assert r.returncode == 0, r.stderr
+    r = _run([str(d / "model"), "--ids", "1 2 3", "-n", "4", "--temp", "0", "--print-ids"])
+    assert r.returncode == 0 and len(r.stdout.split()) == 4
+
+
+@pytest.mark.skipif(not have("gcc"), reason="needs the system gcc for ASan/UBSan")
+def test_generated_c_clean_under_asan_ubsan(cache, tmp_path):
+    """The same generated tree, compiled natively by gcc with -fsanitize=address,undefined."""
+    from bitnet_aot.build import build
+    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    d = tmp_path / "san"
+    res = build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
+    (d / "obj").mkdir(exist_ok=True)
+    objs = []
+    for cmd in res.commands[:-1]:
+        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
+        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f")) and a != "-mcmodel=medium"]
+        r = _run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] + flags +
+                 ["-c", src, "-o", obj], cwd=str(d))
+        assert r.returncode == 0, r.stderr
+        objs.append(obj)
+    r = _run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"], cwd=str(d))
+    assert r.returncode == 0, r.stderr
+    m = load_gguf(gguf)
+    prompt = list(range(3, 40))
+    for threads in ("1", "3"):
+        r = _run([str(d / "san"), "--ids", " ".join(map(str, prompt)), "-n", "24", "--temp", "0", "--print-ids",
+                  "--ignore-eos", "-t", threads])
+        assert r.returncode == 0 and "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr
+        assert [int(t) for t in r.stdout.split()] == Reference(m).generate_greedy(prompt, 24)
+    r = _run([str(d / "san"), "--ids", "1 2", "-n", "300", "--temp", "0.9", "--top-k", "5", "--ctx", "64",
+              "--repeat-penalty", "1.3", "--print-ids"])
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr
+
+
+@pytest.mark.emulated
+@pytest.mark.skipif(not have("qemu-aarch64"), reason="needs qemu-user (apt-get install qemu-user)")
+@pytest.mark.parametrize("arch", ["bitnet-b1.58", "llama"])
+def test_aarch64_under_qemu_matches_reference(cache, arch):
+    gguf = cache.model(arch, "tq2_0")
+    res = cache.build(gguf, "aarch64-linux", shared=False)
+    m = load_gguf(gguf)
+    prompt = _tokens(m.hp.n_vocab, 8, seed=11).tolist()
+    want = Reference(m).generate_greedy(prompt, 48)
+    for cpu in ("cortex-a72", "max"):       # without and with the dot-product extension
+        assert _greedy_ids_cli(["qemu-aarch64", "-cpu", cpu], res.output, prompt, 48) == want, cpu
