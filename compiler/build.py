@@ -117,8 +117,6 @@ def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=p
     runtime = [p for p in c_files if not p.startswith(os.path.join("src", "kernels"))]
     if opts.shared:
         runtime = [p for p in runtime if os.path.basename(p) != "main.c"]
-    if not (ut is not None and tok is not None):
-        runtime = [p for p in runtime if os.path.basename(p) not in ("tokenizer.c",)]
     sources = [(p, []) for p in runtime + gen_c] + [(p, fl) for p, fl in kern] + [(p, []) for p in asm]
     return {"kernel": kernel, "sources": sources, "blob_bytes": size, "sha": sha}
 

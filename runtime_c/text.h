@@ -1,4 +1,4 @@
-/* text.h: text <-> token ids for the CLI and server, on top of the tokenizer. */
+/* text.h: text <-> token ids for the CLI, on top of the tokenizer baked into the blob. */
 #ifndef BITNET_TEXT_H
 #define BITNET_TEXT_H
 
@@ -6,10 +6,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tokenizer.h"
+
 typedef struct {
-    unsigned char pending[8];  /* bytes of an incomplete UTF-8 character */
-    int n_pending;
-    int after_bos;             /* the next piece follows BOS (SPM drops its leading space) */
+    TokenizerStream ts;        /* holds back an incomplete UTF-8 character between tokens */
+    int started;
 } text_stream;
 
 int text_available(void);      /* 1 when the model was built with a tokenizer */
@@ -18,5 +19,7 @@ int text_encode(const char *text, size_t len, int add_bos, int parse_special, in
 /* Print the text of one token, holding back an incomplete UTF-8 character. */
 void text_stream_put(text_stream *s, int32_t id, FILE *out);
 void text_stream_flush(text_stream *s, FILE *out);
+/* The tokenizer, or NULL when the model has none. */
+const Tokenizer *text_tokenizer(void);
 
 #endif
