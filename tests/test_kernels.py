@@ -2,6 +2,8 @@
 the scalar reference, on every target (native x86 by default; qemu-user and wasmtime under
 `-m emulated`), plus the start-up CPU dispatch under CPU models that lack AVX2 / dot product.
 
+Each case runs every row split three ways: gemv per token, one gemm call per range, and all
+ranges at once on real threads (pthreads; sequential on wasm32) sharing one output.
 One harness binary per target (tests/kernel_harness.c + the target's kernel sources from
 compiler/kernels.py) is built once per session; every case of a test goes through one
 process (stdin/stdout), so emulated targets pay the start-up once.
@@ -184,10 +186,11 @@ def check_kernel(target: str, harness_dir, kernel: str, cases) -> None:
         n = c.N * c.M
         y_gemv = np.frombuffer(out, dtype="<i4", count=n, offset=off).reshape(c.N, c.M)
         y_gemm = np.frombuffer(out, dtype="<i4", count=n, offset=off + 4 * n).reshape(c.N, c.M)
-        off += 8 * n
+        y_threads = np.frombuffer(out, dtype="<i4", count=n, offset=off + 8 * n).reshape(c.N, c.M)
+        off += 12 * n
         what = f"{target} {kernel} M={c.M} K={c.K} N={c.N} splits={c.splits}"
         assert status == 0, f"{what}: status {status} (1 unknown kernel, 2 wrote outside its rows)"
-        for label, y in (("gemv", y_gemv), ("gemm", y_gemm)):
+        for label, y in (("gemv", y_gemv), ("gemm", y_gemm), ("threads", y_threads)):
             if not np.array_equal(y, c.expect):
                 bad = np.argwhere(y != c.expect)
                 n0, r0 = bad[0]
