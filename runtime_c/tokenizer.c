@@ -234,7 +234,6 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
 
     /* derived numbers */
     t->min_score = 0.0f;
-    t->max_score = 0.0f;
     int have_score = 0;
     for (uint32_t i = 0; i < V; i++) {
         uint32_t pl = t->piece_offs[i + 1] - t->piece_offs[i];
@@ -243,7 +242,6 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
         if (t->scores && ty == TOKEN_NORMAL) {
             float s = t->scores[i];
             if (!have_score || s < t->min_score) t->min_score = s;
-            if (!have_score || s > t->max_score) t->max_score = s;
             have_score = 1;
         }
         if (t->model == TOKENIZER_SPM && (ty == TOKEN_NORMAL || ty == TOKEN_USER_DEFINED)) {
@@ -558,7 +556,7 @@ typedef struct {
     SpmSym *syms;           /* (n_chars) */
     Cand *heap;             /* (3 * n_chars) */
     int32_t *stack;         /* (2 * n_chars) for walking merge trees */
-    double *best;           /* (n_bytes + 1) viterbi: best score ending at a byte position */
+    float *best;            /* (n_bytes + 1) viterbi: best score ending at a byte position */
     int32_t *from;          /* (n_bytes + 1) viterbi: where that best piece starts, -1 unset */
     int32_t *best_id;       /* (n_bytes + 1) viterbi: that piece's token (-1 = unknown) */
 } SpmScratch;
@@ -640,14 +638,25 @@ static void spm_merge(const Tokenizer *t, const unsigned char *buf, size_t n, Sp
     for (int i = 0; i >= 0; i = w->syms[i].next) spm_emit_node(t, buf, w, e, w->syms[i].node);
 }
 
-/* sentencepiece's unigram: the segmentation with the best total score (Viterbi). A position
- * with no one-character token gets an unknown piece scored min_score - 10. */
+/* sentencepiece's unigram: the segmentation with the best total score (Viterbi), computed
+ * the way sentencepiece 0.2 (EncodeOptimized) does, so near-ties fall the same way: float
+ * sums; when the running score passes +-100000 it is re-based to 0 (subtracted from every
+ * position reached so far); the first candidate wins ties. A position where no one-character
+ * token starts gets an unknown piece scored min_score - 10; user-defined tokens score
+ * 0.1 * (bytes - 1). */
 static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, SpmScratch *w, Emit *e) {
-    const double unk_score = (double)t->min_score - 10.0;
+    const float unk_score = t->min_score - 10.0f;
+    const float reset = 100000.0f;
+    size_t frontier = 0;                  /* furthest position any candidate reached */
     for (size_t i = 0; i <= n; i++) w->from[i] = -1;
-    w->best[0] = 0.0;
-    w->from[0] = 0;
+    w->best[0] = 0.0f;
     for (size_t s = 0; s < n;) {
+        float here = w->best[s];
+        if (here < -reset || here > reset) {
+            for (size_t i = s; i <= frontier; i++)
+                if (i == s || w->from[i] >= 0) w->best[i] -= here;
+            here = 0.0f;
+        }
         int first_len = char_len(buf + s, n - s);
         int single = 0;
         uint32_t hsh = FNV_INIT;
@@ -660,11 +669,9 @@ static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, 
             if (id < 0) continue;
             unsigned ty = t->types[id] & TYPE_MASK;
             if (ty != TOKEN_NORMAL && ty != TOKEN_USER_DEFINED) continue;
-            /* path scores add up in double, as in sentencepiece (float sums decide near-ties
-             * differently on long inputs). User-defined pieces get a bonus per byte. */
-            double sc = ty == TOKEN_USER_DEFINED ? (double)(end - s) * t->max_score - 0.1
-                                                 : (double)t->scores[id];
-            double cand = w->best[s] + sc;
+            if (end > frontier) frontier = end;
+            float sc = ty == TOKEN_USER_DEFINED ? (float)(0.1 * (double)(end - s - 1)) : t->scores[id];
+            float cand = sc + here;
             if (w->from[end] < 0 || cand > w->best[end]) {
                 w->best[end] = cand;
                 w->from[end] = (int32_t)s;
@@ -674,7 +681,8 @@ static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, 
         }
         if (!single) {
             size_t e1 = s + (size_t)first_len;
-            double cand = w->best[s] + unk_score;
+            if (e1 > frontier) frontier = e1;
+            float cand = unk_score + here;
             if (w->from[e1] < 0 || cand > w->best[e1]) {
                 w->best[e1] = cand;
                 w->from[e1] = (int32_t)s;
@@ -861,12 +869,12 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_b
         size_t nb = 3 * longest + 3;          /* "▁" prefix and every space -> 3 bytes */
         size_t nc = nb;                       /* characters <= bytes */
         size_t bytes = nb + 2 * nc * sizeof(SpmNode) + nc * sizeof(SpmSym) + 3 * nc * sizeof(Cand) +
-                       2 * nc * sizeof(int32_t) + (nb + 1) * (sizeof(double) + 2 * sizeof(int32_t));
+                       2 * nc * sizeof(int32_t) + (nb + 1) * (sizeof(float) + 2 * sizeof(int32_t));
         mem = malloc(bytes + 64);
         if (!mem) { free(f1.a); return TOKENIZER_E_NOMEM; }
         SpmScratch w;
         char *p = mem;
-        w.best = (double *)(void *)p; p += (nb + 1) * sizeof(double);   /* first: 8-aligned */
+        w.best = (float *)(void *)p; p += (nb + 1) * sizeof(float);
         w.nodes = (SpmNode *)(void *)p; p += 2 * nc * sizeof(SpmNode);
         w.syms = (SpmSym *)(void *)p; p += nc * sizeof(SpmSym);
         w.heap = (Cand *)(void *)p; p += 3 * nc * sizeof(Cand);

@@ -6,7 +6,8 @@
  *            such as LLaMA's): repeatedly join the adjacent pair whose joined text is the
  *            best-scored token (ties: leftmost), or
  *          - viterbi mode (sentencepiece's unigram algorithm): the segmentation with the best
- *            total score.
+ *            total score, with sentencepiece 0.2's float arithmetic (scores re-based when they
+ *            pass +-1e5), so even near-ties on long inputs come out the same.
  *        Pieces that are no token fall back to byte tokens <0xNN> (or <unk>, consecutive
  *        unknown characters collapsing into one <unk> like sentencepiece).
  *   BPE  (tokenizer.ggml.model = "gpt2"): byte-level BPE. The text is cut into words by a
@@ -112,7 +113,6 @@ typedef struct {
     const char *chat_template;      /* tokenizer.chat_template (not NUL-terminated), or NULL */
     size_t chat_template_len;
     float min_score;                /* SPM viterbi: unknown score = min_score - 10 */
-    float max_score;                /* SPM viterbi: best normal score (user-defined bonus) */
     int max_token_chars;            /* SPM viterbi: longest matchable token in characters */
     int max_piece_len;              /* longest printed piece in bytes */
 

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import base64
 import os
 import random
 import subprocess
@@ -25,7 +24,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tokenizer_harness import (DECODE_RAW, DECODE_SPECIAL, DECODE_STRIP_SPACE,  # noqa: E402
-                               TokenizerLib, build_library)
+                               GPT2_PAT, LLAMA3_PAT, LLAMA3_SPECIALS, TokenizerLib,
+                               build_library, llama3_tokenizer_data)
 
 from bitnet_aot.model import TokenizerData  # noqa: E402
 from bitnet_aot.tokenizer_pack import (TokenizerPackError, bytes_to_unicode,  # noqa: E402
@@ -39,10 +39,6 @@ WIKI = DATA / "wikitext-2-raw" / "wiki.test.raw"
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 TIKTOKEN_MODEL = DATA / "tokenizers" / "bitnet-b1.58-2B-4T" / "tokenizer.model"
 CACHE = Path(__file__).resolve().parent / ".cache"
-
-LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-              r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-GPT2_PAT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 
 N_LINES = 2000
 
@@ -138,64 +134,10 @@ def spm_models(tmp_path_factory):
     return models
 
 
-def read_tiktoken_ranks(path=TIKTOKEN_MODEL) -> dict:
-    ranks = {}
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                tok, rank = line.split()
-                ranks[base64.b64decode(tok)] = int(rank)
-    return ranks
-
-
-def merges_from_ranks(ranks: dict) -> list:
-    """The GGUF/HF merges list for tiktoken ranks: a token's merge is the split the BPE of its
-    own bytes reaches using only lower ranks (tokens it cannot reach get no merge)."""
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(token) < 2:
-            continue
-        parts = [token[i:i + 1] for i in range(len(token))]
-        while len(parts) > 2:
-            best = None
-            for i in range(len(parts) - 1):
-                r = ranks.get(parts[i] + parts[i + 1])
-                if r is not None and r < rank and (best is None or r < best[0]):
-                    best = (r, i)
-            if best is None:
-                break
-            i = best[1]
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
-        if len(parts) == 2:
-            merges.append((parts[0], parts[1]))
-    return merges
-
-
-LLAMA3_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-                    "<|reserved_special_token_1|>", "<|reserved_special_token_2|>",
-                    "<|reserved_special_token_3|>", "<|start_header_id|>", "<|end_header_id|>",
-                    "<|reserved_special_token_4|>", "<|eot_id|>"]
-                   + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)])
-
-
 @pytest.fixture(scope="session")
 def llama3():
     """(ranks, TokenizerData) for the BitNet-2B-4T vocabulary, built like the GGUF converter."""
-    ranks = read_tiktoken_ranks()
-    b2u = bytes_to_unicode()
-    enc = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
-    n = len(ranks)
-    tokens = [None] * n
-    for tok, r in ranks.items():
-        tokens[r] = enc(tok)
-    assert None not in tokens
-    tokens += LLAMA3_SPECIALS
-    types = [1] * n + [3] * len(LLAMA3_SPECIALS)
-    merges = [enc(a) + " " + enc(b) for a, b in merges_from_ranks(ranks)]
-    td = TokenizerData(model="gpt2", tokens=tokens, token_types=types, merges=merges,
-                       pre="llama-bpe", bos_id=n, eos_id=n + 1, eot_id=n + 9, add_bos=True,
-                       add_space_prefix=False)
-    return ranks, td
+    return llama3_tokenizer_data(TIKTOKEN_MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -262,7 +204,8 @@ def test_spm_matches_sentencepiece(tl, spm_models, corpus, long_line, kind):
     sp = spm_models[kind]
     ct = tl.load(pack_tokenizer(spm_to_tokenizer_data(sp)))
     assert ct.info("spm_viterbi") == (kind == "unigram")   # "auto" picked the right algorithm
-    texts = corpus + ADVERSARIAL + [long_line]
+    # the whole file as one text: 1.3 MB, long enough for sentencepiece's score re-basing
+    texts = corpus + ADVERSARIAL + [long_line, WIKI.read_text(encoding="utf-8")]
     bad = []
     for s in texts:
         exp = sp.encode(s)
@@ -402,6 +345,61 @@ def test_llama3_matches_hf_tokenizers_merges_semantics(tl, llama3, llama3_blob, 
     bad = [s for s in texts if ct.encode(s) != hf.encode(s, add_special_tokens=False).ids]
     assert not bad, f"{len(bad)} differ, first {bad[:2]!r}"
     assert tk is not None
+
+
+def partition_reference(text: str, specials: list) -> list:
+    """llama.cpp's special-token split written independently: for each special token, longest
+    first, cut every raw fragment at its leftmost non-overlapping occurrences.
+    Returns a list of str (raw text) and int (token id)."""
+    frags = [text] if text else []
+    for tid, tok in sorted(specials, key=lambda p: (-len(p[1].encode()), p[0])):
+        out = []
+        for f in frags:
+            if isinstance(f, int):
+                out.append(f)
+                continue
+            parts = f.split(tok)
+            for k, p in enumerate(parts):
+                if p:
+                    out.append(p)
+                if k < len(parts) - 1:
+                    out.append(tid)
+        frags = out
+    return frags
+
+
+def test_spm_special_partition_random(tl, spm_models):
+    sp = spm_models["bpe"]
+    td = spm_to_tokenizer_data(sp)
+    # add user-defined tokens that overlap each other and the control tokens
+    td.tokens = td.tokens + ["<s>x", "ab", "s><"]
+    td.scores = td.scores + [0.0, 0.0, 0.0]
+    td.token_types = td.token_types + [4, 4, 4]
+    n = sp.get_piece_size()
+    ct = tl.load(pack_tokenizer(td))
+    control = [(sp.bos_id(), "<s>"), (sp.eos_id(), "</s>"), (sp.unk_id(), "<unk>")]
+    user = [(n, "<s>x"), (n + 1, "ab"), (n + 2, "s><")]
+    rng = random.Random(5)
+    alphabet = ["<s>", "</s>", "<", "/", "s", ">", "x", "a", "b", " ", "<unk>", "hi"]
+    for _ in range(800):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        for ps in (False, True):
+            frags = partition_reference(text, user + (control if ps else []))
+            exp = []
+            for f in frags:   # every raw fragment gets the "▁" prefix (start or after a special)
+                exp += [f] if isinstance(f, int) else sp.encode(f)
+            assert ct.encode(text, parse_special=ps) == exp, (text, ps)
+
+
+def test_llama3_special_tokens_random(tl, llama3_blob, tiktoken_llama3):
+    ct = tl.load(llama3_blob)
+    rng = random.Random(11)
+    alphabet = ["<|eot_id|>", "<|begin_of_text|>", "<|", "|>", "<", "eot_id", "_", "Hi", " ",
+                "\n", "<|reserved_special_token_17|>", "<|start_header_id|>"]
+    for _ in range(800):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert ct.encode(text, parse_special=True) == tiktoken_llama3.encode(text, allowed_special="all")
+        assert ct.encode(text) == tiktoken_llama3.encode_ordinary(text)
 
 
 def test_llama3_special_tokens(tl, llama3_blob, tiktoken_llama3):

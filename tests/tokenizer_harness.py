@@ -15,7 +15,10 @@ from pathlib import Path
 
 import cffi
 
-from bitnet_aot.tokenizer_pack import unicode_tables_c
+import base64
+
+from bitnet_aot.model import TokenizerData
+from bitnet_aot.tokenizer_pack import bytes_to_unicode, unicode_tables_c
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
@@ -215,6 +218,76 @@ class CTokenizer:
     def find(self, text: str) -> int:
         b = text.encode()
         return self.lib.tokenizer_find_token(self.h, b, len(b))
+
+
+# ---------------------------------------------------------------------------------------
+# The BitNet-2B-4T (LLaMA-3) vocabulary from its tiktoken file, built like the GGUF converter
+# ---------------------------------------------------------------------------------------
+
+LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+              r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT2_PAT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+def read_tiktoken_ranks(path) -> dict:
+    ranks = {}
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                tok, rank = line.split()
+                ranks[base64.b64decode(tok)] = int(rank)
+    return ranks
+
+
+def merges_from_ranks(ranks: dict) -> list:
+    """The GGUF/HF merges list for tiktoken ranks: a token's merge is the split the BPE of its
+    own bytes reaches using only lower ranks (tokens it cannot reach get no merge)."""
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) < 2:
+            continue
+        parts = [token[i:i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            best = None
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < rank and (best is None or r < best[0]):
+                    best = (r, i)
+            if best is None:
+                break
+            i = best[1]
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) == 2:
+            merges.append((parts[0], parts[1]))
+    return merges
+
+
+LLAMA3_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                    "<|reserved_special_token_1|>", "<|reserved_special_token_2|>",
+                    "<|reserved_special_token_3|>", "<|start_header_id|>", "<|end_header_id|>",
+                    "<|reserved_special_token_4|>", "<|eot_id|>"]
+                   + [f"<|reserved_special_token_{i}|>" for i in range(5, 251)])
+
+
+
+
+def llama3_tokenizer_data(path):
+    """(ranks, TokenizerData): tokens through GPT-2's byte->unicode map, merges derived from
+    the ranks, the 256 LLaMA-3 special tokens (control) after the 128000 ranked ones."""
+    ranks = read_tiktoken_ranks(path)
+    b2u = bytes_to_unicode()
+    enc = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
+    n = len(ranks)
+    tokens = [None] * n
+    for tok, r in ranks.items():
+        tokens[r] = enc(tok)
+    assert None not in tokens
+    tokens += LLAMA3_SPECIALS
+    types = [1] * n + [3] * len(LLAMA3_SPECIALS)
+    merges = [enc(a) + " " + enc(b) for a, b in merges_from_ranks(ranks)]
+    td = TokenizerData(model="gpt2", tokens=tokens, token_types=types, merges=merges,
+                       pre="llama-bpe", bos_id=n, eos_id=n + 1, eot_id=n + 9, add_bos=True,
+                       add_space_prefix=False)
+    return ranks, td
 
 
 if __name__ == "__main__":  # pragma: no cover - manual: build into a folder
