@@ -5,7 +5,8 @@
  *       `copies` packed copies of a random M x KP matrix (enough to overflow the caches,
  *       like the layers of a model) are used in turn; each call computes all M rows for N
  *       tokens, rows split in contiguous ranges over the threads (one spin barrier per
- *       call). Prints "calls <n> seconds <s> bytes_per_call <b>".
+ *       call). Prints "calls <n> seconds <s> bytes_per_call <b> cpu_seconds <c>" (c: CPU
+ *       time of thread 0, which excludes time the thread was preempted on a shared machine).
  *   kernel_bench list      names of the compiled-in kernels this CPU can run
  *   kernel_bench membw <threads> <MiB> <seconds> [prefetch_bytes]
  *       each thread sums its share of a buffer with 32-byte vector loads, repeatedly,
@@ -25,6 +26,12 @@
 
 #include "kernels.h"
 #include "tl_layout.h"
+
+static double cpu_now(void) {  /* CPU time of the calling thread: robust to preemption */
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -57,7 +64,7 @@ static int M_, KP_, N_, copies_;
 static double seconds_;
 static atomic_int stop_;
 static long calls_;
-static double elapsed_;
+static double elapsed_, cpu_elapsed_;
 
 static void *kernel_worker(void *arg) {
     const int ith = (int)(intptr_t)arg;
@@ -72,7 +79,7 @@ static void *kernel_worker(void *arg) {
         scratch = aligned_alloc(64, (K_->scratch_bytes(KP_, N_) + 63) / 64 * 64);
     }
     barrier(&sense);
-    const double t0 = now();
+    const double t0 = now(), c0 = cpu_now();
     long n = 0;
     for (;; n++) {
         const uint8_t *w = W_ + (size_t)(n % copies_) * wbytes_;
@@ -84,6 +91,7 @@ static void *kernel_worker(void *arg) {
     }
     if (ith == 0) {
         elapsed_ = now() - t0;
+        cpu_elapsed_ = cpu_now() - c0;
         calls_ = n + 1;
     }
     free(scratch);
@@ -123,7 +131,7 @@ static int run_kernel(int argc, char **argv) {
     for (int i = 1; i < nthreads; i++) pthread_create(&th[i], NULL, kernel_worker, (void *)(intptr_t)i);
     kernel_worker((void *)0);
     for (int i = 1; i < nthreads; i++) pthread_join(th[i], NULL);
-    printf("calls %ld seconds %.6f bytes_per_call %zu\n", calls_, elapsed_, wbytes_);
+    printf("calls %ld seconds %.6f bytes_per_call %zu cpu_seconds %.6f\n", calls_, elapsed_, wbytes_, cpu_elapsed_);
     return 0;
 }
 

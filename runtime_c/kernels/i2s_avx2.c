@@ -30,6 +30,16 @@
 
 #include "kernels.h"
 
+/* GEMM tile: I2S_GEMM_R rows x I2S_GEMM_T tokens (accumulators must fit 16 YMM registers) */
+#define I2S_MAXR 4
+#define I2S_MAXT 8
+#ifndef I2S_GEMM_R
+#define I2S_GEMM_R 2
+#endif
+#ifndef I2S_GEMM_T
+#define I2S_GEMM_T 4
+#endif
+
 #ifdef I2S_VNNI
 #define I2S_FN(name) name##_avxvnni
 #else
@@ -62,11 +72,11 @@ static int32_t sum_q(const int8_t *x, int KP) {
  * out[i][t] = sum_k c[i][k] * q[t][k] (the uncorrected maddubs dot product). */
 static inline __attribute__((always_inline))
 void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stride,
-              int KP, const int R, const int T, size_t pf, int32_t out[4][4]) {
+              int KP, const int R, const int T, size_t pf, int32_t out[I2S_MAXR][I2S_MAXT]) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i ones16 = _mm256_set1_epi16(1);
     const int nb = KP / 128;
-    __m256i acc32[4][4];
+    __m256i acc32[I2S_MAXR][I2S_MAXT];
     for (int i = 0; i < R; i++)
         for (int t = 0; t < T; t++) acc32[i][t] = _mm256_setzero_si256();
 
@@ -79,12 +89,12 @@ void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stri
     for (int b0 = 0; b0 < nb; b0 += group) {
         const int b1 = b0 + group < nb ? b0 + group : nb;
 #ifndef I2S_VNNI
-        __m256i acc16[4][4];
+        __m256i acc16[I2S_MAXR][I2S_MAXT];
         for (int i = 0; i < R; i++)
             for (int t = 0; t < T; t++) acc16[i][t] = _mm256_setzero_si256();
 #endif
         for (int b = b0; b < b1; b++) {
-            __m256i wv[4];
+            __m256i wv[I2S_MAXR];
             for (int i = 0; i < R; i++)
                 wv[i] = _mm256_loadu_si256((const __m256i *)(w + i * row_bytes + 32 * (size_t)b));
             if (pf && !(b & 1))
@@ -99,7 +109,7 @@ void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stri
 /* chunk J: codes at bit offset SH pair with activations 128b + 32J .. 128b + 32J + 31 */
 #define I2S_CHUNK(J, SH)                                                                    \
             {                                                                               \
-                __m256i c[4];                                                               \
+                __m256i c[I2S_MAXR];                                                           \
                 for (int i = 0; i < R; i++)                                                 \
                     c[i] = _mm256_and_si256(_mm256_srli_epi16(wv[i], SH), m3);              \
                 for (int t = 0; t < T; t++) {                                               \
@@ -138,7 +148,7 @@ void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end) {
     const size_t row_bytes = (size_t)KP / 4;
     const int32_t sx = sum_q(x, KP);
-    int32_t out[4][4];
+    int32_t out[I2S_MAXR][I2S_MAXT];
     const size_t pfd = i2s_prefetch_distance(row_bytes);
     int r = row_begin;
     for (; r + 4 <= row_end; r += 4) {
@@ -155,28 +165,24 @@ void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
  * 221 KB for K=6912) stay in L2 while every row pair of this thread streams past them. */
 #define I2S_NSLAB 32
 
-/* One row tile (R rows) against tokens [n0, n1): T=4 tiles, then the 1..3 leftover tokens. */
+/* One row tile (R rows) against tokens [n0, n1): tiles of GT tokens, then tails of 4, 2, 1. */
 static inline __attribute__((always_inline))
 void i2s_rows_tokens(const uint8_t *wr, size_t row_bytes, const int8_t *x, int32_t *y,
                      const int32_t *sx /* [n - n0] */, int M, int KP, int r, int n0, int n1, const int R) {
-    int32_t out[4][4];
+    int32_t out[I2S_MAXR][I2S_MAXT];
     int n = n0;
-    for (; n + 4 <= n1; n += 4) {
-        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, 4, 0, out);
-        for (int i = 0; i < R; i++)
-            for (int t = 0; t < 4; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0];
-    }
-    const int left = n1 - n;
-#define I2S_TAIL(TT)                                                                        \
+#define I2S_TOKENS(TT)                                                                      \
     {                                                                                       \
-        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, 0, out);                    \
+        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, 0, out);                 \
         for (int i = 0; i < R; i++)                                                         \
             for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
+        n += TT;                                                                            \
     }
-    if (left == 3) I2S_TAIL(3)
-    else if (left == 2) I2S_TAIL(2)
-    else if (left == 1) I2S_TAIL(1)
-#undef I2S_TAIL
+    while (n + I2S_GEMM_T <= n1) I2S_TOKENS(I2S_GEMM_T)
+    if (I2S_GEMM_T > 4 && n + 4 <= n1) I2S_TOKENS(4)
+    if (I2S_GEMM_T > 2 && n + 2 <= n1) I2S_TOKENS(2)
+    if (n < n1) I2S_TOKENS(1)
+#undef I2S_TOKENS
 }
 
 void I2S_FN(i2s_gemm)(const uint8_t *w, const int8_t *x, int32_t *y,
@@ -191,9 +197,9 @@ void I2S_FN(i2s_gemm)(const uint8_t *w, const int8_t *x, int32_t *y,
         const int n1 = n0 + I2S_NSLAB < N ? n0 + I2S_NSLAB : N;
         for (int n = n0; n < n1; n++) sx[n - n0] = sum_q(x + (size_t)n * KP, KP);
         int r = row_begin;
-        for (; r + 2 <= row_end; r += 2)
-            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, 2);
-        if (r < row_end)
+        for (; r + I2S_GEMM_R <= row_end; r += I2S_GEMM_R)
+            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, I2S_GEMM_R);
+        for (; r < row_end; r++)
             i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, 1);
     }
 }
