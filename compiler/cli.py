@@ -37,7 +37,14 @@ def inspect_report(path: str, ternarize: bool) -> dict:
     kv_small = {k: (v if not isinstance(v, (list,)) else f"[{len(v)} items]")
                 for k, v in g.kv.items() if not hasattr(v, "dtype")}
     g.close()
-    m = load_gguf(path, ternarize=ternarize)
+    try:
+        m = load_gguf(path, ternarize=ternarize)
+    except BitnetError as e:
+        if "--ternarize" not in str(e):
+            raise
+        # Not a ternary model: still show it, and say what building it would take.
+        m = load_gguf(path, ternarize=True)
+        m.warnings = [f"not a ternary model: {e}".replace(f"{os.path.basename(path)}: ", "")]
     hp = m.hp
     counts = m.param_counts()
     tern_packed = sum(w.shape[0] * padded_k(w.shape[1]) // 4 for L in m.layers for _, w in L.projections())
