@@ -17,7 +17,9 @@
  *
  * Special tokens (control, user-defined, unknown with a text) are cut out of the input as
  * whole strings before that, longest first, like llama.cpp: control/unknown tokens only when
- * the caller passes parse_special = 1, user-defined tokens always.
+ * the caller passes parse_special = 1, user-defined tokens always. SPM, as in llama.cpp: the
+ * text after a special token gets the "▁" prefix again (so decode(encode(s)) can gain a
+ * space after each special token; without specials it is exact).
  *
  * Invalid UTF-8 never crashes anything: each invalid byte is a one-byte "character" of no
  * Unicode class, which ends up as its byte token, so decode(encode(s)) == s for any bytes.

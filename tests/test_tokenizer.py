@@ -617,6 +617,52 @@ def test_long_inputs_are_fast(all_families, family):
         assert ct.decode(ids, flags=DECODE_STRIP_SPACE | DECODE_SPECIAL) == s
 
 
+def test_sanitizers_find_nothing(tmp_path, spm_models, llama3_blob, corpus):
+    """AddressSanitizer + UBSan over encode / short buffers / decode / stream on adversarial
+    input, and tokenizer_init on blobs with corrupted headers."""
+    run_sanitized_fuzz(tmp_path, spm_models, llama3_blob, corpus, mutations=30)
+
+
+@pytest.mark.slow
+def test_sanitizers_many_corrupt_headers(tmp_path, spm_models, llama3_blob, corpus):
+    run_sanitized_fuzz(tmp_path, spm_models, llama3_blob, corpus, mutations=1000)
+
+
+def run_sanitized_fuzz(tmp_path, spm_models, llama3_blob, corpus, mutations):
+    import shutil
+    import struct
+    cc = shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no gcc/clang with sanitizers")
+    (tmp_path / "unicode_tables.c").write_text(unicode_tables_c())
+    exe = tmp_path / "fuzz"
+    r = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
+                        "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                        "-I", str(ROOT / "runtime_c"), "-o", str(exe),
+                        str(Path(__file__).parent / "data" / "tokenizer" / "fuzz_tokenizer.c"),
+                        str(ROOT / "runtime_c" / "tokenizer.c"), str(tmp_path / "unicode_tables.c")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        if "sanitize" in r.stderr or "asan" in r.stderr:
+            pytest.skip("sanitizer runtime unavailable: " + r.stderr[-200:])
+        raise AssertionError(r.stderr)
+    rng = random.Random(3)
+    inputs = [s.encode() for s in ADVERSARIAL + corpus[:200]] + INVALID_UTF8
+    inputs += [bytes(rng.randrange(256) for _ in range(rng.randint(0, 80))) for _ in range(200)]
+    inputs += [random_unicode_text(rng, rng.randint(1, 60)).encode() for _ in range(200)]
+    inputs += [b"<|eot_id|><s></s>" * 50, "🦙".encode() * 2000 + b"\xf0\x9f", b" \n" * 5000]
+    (tmp_path / "inputs").write_bytes(b"".join(struct.pack("<I", len(s)) + s for s in inputs))
+    blobs = {"llama3": llama3_blob,
+             "spm-bpe": pack_tokenizer(spm_to_tokenizer_data(spm_models["bpe"])),
+             "spm-unigram": pack_tokenizer(spm_to_tokenizer_data(spm_models["unigram"]))}
+    for name, blob in blobs.items():
+        (tmp_path / name).write_bytes(blob)
+        r = subprocess.run([str(exe), str(tmp_path / name), str(tmp_path / "inputs"), str(mutations)],
+                           capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1"})
+        assert r.returncode == 0 and r.stdout.startswith("ok"), (name, r.stdout[-2000:], r.stderr[-3000:])
+
+
 def test_compiles_with_zig_for_musl(tmp_path):
     """The runtime is built with zig cc for musl targets: compile (no link) strictly."""
     pytest.importorskip("ziglang")
