@@ -1,12 +1,14 @@
 """Build runtime_c/tokenizer.c into a shared library for the tests and wrap it with cffi.
 
 The library is compiled from the same sources the generated program uses: runtime_c/
-tokenizer.c, the unicode_tables.c that bitnet_aot.tokenizer_pack.unicode_tables_c()
+tokenizer.c and chat.c, the unicode_tables.c that bitnet_aot.tokenizer_pack.unicode_tables_c()
 generates, and a tiny shim (below) that allocates Tokenizer / TokenizerStream structs so
 Python never has to know their layout.  Strict flags: -std=c11 -Wall -Wextra -Werror.
 """
 from __future__ import annotations
 
+import base64
+import functools
 import os
 import shutil
 import subprocess
@@ -14,8 +16,6 @@ import sys
 from pathlib import Path
 
 import cffi
-
-import base64
 
 from bitnet_aot.model import TokenizerData
 from bitnet_aot.tokenizer_pack import bytes_to_unicode, unicode_tables_c
@@ -27,6 +27,7 @@ SHIM_C = r"""
 #include <stdlib.h>
 #include <string.h>
 #include "tokenizer.h"
+#include "chat.h"
 
 /* The tokenizer plus the buffer its blob lives in. */
 typedef struct { Tokenizer t; unsigned char *mem; } Owned;
@@ -96,6 +97,13 @@ size_t tokenizer_stream_bound(void *t);
 size_t tokenizer_stream_push(void *s, int id, char *out);
 size_t tokenizer_stream_flush(void *s, char *out);
 unsigned tokenizer_unicode_flags(uint32_t cp);
+
+typedef struct { const char *role; const char *content; } ChatMessage;
+int chat_detect(const char *tmpl, size_t len);
+int chat_format_by_name(const char *name);
+const char *chat_format_name(int fmt);
+size_t chat_apply(int fmt, const ChatMessage *msgs, int n, int add_assistant,
+                  const char *eos_text, char *out, size_t cap);
 """
 
 DECODE_SPECIAL, DECODE_STRIP_SPACE, DECODE_RAW = 1, 2, 4
@@ -119,7 +127,8 @@ def build_library(outdir: Path, extra_sources=(), extra_cflags=()) -> Path:
     lib = outdir / "libtokenizer_test.so"
     cmd = compiler_cmd() + CFLAGS + list(extra_cflags) + [
         "-I", str(RUNTIME), "-o", str(lib),
-        str(RUNTIME / "tokenizer.c"), str(outdir / "unicode_tables.c"), str(outdir / "tk_shim.c"),
+        str(RUNTIME / "tokenizer.c"), str(RUNTIME / "chat.c"), str(outdir / "unicode_tables.c"),
+        str(outdir / "tk_shim.c"),
         *[str(s) for s in extra_sources]]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -135,6 +144,25 @@ class TokenizerLib:
 
     def load(self, blob: bytes, misalign: int = 0) -> "CTokenizer":
         return CTokenizer(self, blob, misalign)
+
+    def chat_detect(self, template: str) -> str:
+        b = template.encode()
+        return self.ffi.string(self.lib.chat_format_name(self.lib.chat_detect(b, len(b)))).decode()
+
+    def chat_apply(self, fmt: str, messages, add_assistant=True, eos_token=None) -> str:
+        """runtime_c/chat.c's chat_apply on [(role, content)] pairs."""
+        keep = []
+        arr = self.ffi.new("ChatMessage[]", max(1, len(messages)))
+        for i, (role, content) in enumerate(messages):
+            r, c = self.ffi.new("char[]", role.encode()), self.ffi.new("char[]", content.encode())
+            keep += [r, c]
+            arr[i].role, arr[i].content = r, c
+        f = self.lib.chat_format_by_name(fmt.encode())
+        eos = self.ffi.new("char[]", eos_token.encode()) if eos_token is not None else self.ffi.NULL
+        need = self.lib.chat_apply(f, arr, len(messages), int(add_assistant), eos, self.ffi.NULL, 0)
+        buf = self.ffi.new("char[]", need + 1)
+        assert self.lib.chat_apply(f, arr, len(messages), int(add_assistant), eos, buf, need + 1) == need
+        return self.ffi.buffer(buf, need)[:].decode()
 
 
 class CTokenizer:
@@ -270,6 +298,7 @@ LLAMA3_SPECIALS = (["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_
 
 
 
+@functools.lru_cache(maxsize=2)
 def llama3_tokenizer_data(path):
     """(ranks, TokenizerData): tokens through GPT-2's byte->unicode map, merges derived from
     the ranks, the 256 LLaMA-3 special tokens (control) after the 128000 ranked ones."""
