@@ -1,0 +1,1 @@
+"""Package marker: lets the installed bitnet_aot find these files with importlib.resources."""
