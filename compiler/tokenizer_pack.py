@@ -8,6 +8,16 @@ Two entry points for the code generator:
 * ``unicode_tables_c() -> str``: the C source of ``unicode_tables.c`` (written into the build
   directory and compiled with runtime_c/tokenizer.c).  Built from Python's ``unicodedata``.
 
+How the generated program uses them: embed ``pack_tokenizer(model.tokenizer)`` as a byte
+array aligned to at least 4 bytes (``_Alignas(16) static const unsigned char blob[] = {...}``
+or ``.incbin`` after ``.balign 16``; a misaligned blob still works but is copied once), write
+``unicode_tables_c()`` to ``<build>/unicode_tables.c``, and compile ``runtime_c/tokenizer.c``,
+``runtime_c/chat.c`` and ``unicode_tables.c`` with the rest (plain C11, -Wall -Wextra -Werror
+clean, libc only: malloc/free/memcpy/memcmp/memchr/memmove/memset/strlen/strcmp).  At run
+time: ``tokenizer_init(&tok, blob, sizeof blob)`` once, then tokenizer_encode/decode, the
+TokenizerStream for printing generated tokens, and chat_detect/chat_apply for ``--chat``
+(template text: ``tok.chat_template``).  Models without a tokenizer have no blob.
+
 Blob format, version 1 (all integers little-endian; every section starts on a 4-byte
 boundary; the blob itself should be 4-byte aligned in memory, tokenizer_init copies it
 once if it is not)::

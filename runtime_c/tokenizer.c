@@ -289,11 +289,36 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
             slot = (slot + 1) & t->merge_mask;
         }
     }
+    /* SPM viterbi: a bitmap of the hashes of all token prefixes (at character boundaries) */
+    if (t->model == TOKENIZER_SPM && t->spm_viterbi) {
+        uint64_t n_prefix = 0;
+        for (uint32_t i = 0; i < V; i++) n_prefix += t->text_offs[i + 1] - t->text_offs[i];
+        uint64_t bits = 1u << 12;
+        while (bits < 16 * n_prefix && bits < (1u << 30)) bits *= 2;
+        t->prefix_bits = calloc((size_t)(bits / 64), sizeof(uint64_t));
+        if (!t->prefix_bits) { tokenizer_free(t); return TOKENIZER_E_NOMEM; }
+        t->prefix_mask = (uint32_t)(bits - 1);
+        for (uint32_t i = 0; i < V; i++) {
+            unsigned ty = t->types[i] & TYPE_MASK;
+            if ((t->types[i] & TYPE_NOMATCH) || (ty != TOKEN_NORMAL && ty != TOKEN_USER_DEFINED)) continue;
+            const unsigned char *k = t->text_pool + t->text_offs[i];
+            size_t n = t->text_offs[i + 1] - t->text_offs[i];
+            uint32_t hh = FNV_INIT;
+            for (size_t j = 0; j < n; j++) {
+                hh = fnv_step(hh, k[j]);
+                if (j + 1 == n || (k[j + 1] & 0xC0) != 0x80) {      /* a character ends here */
+                    uint32_t bit = mix(hh) & t->prefix_mask;
+                    t->prefix_bits[bit / 64] |= (uint64_t)1 << (bit % 64);
+                }
+            }
+        }
+    }
     return TOKENIZER_OK;
 }
 
 void tokenizer_free(Tokenizer *t) {
     if (!t) return;
+    free(t->prefix_bits);
     free(t->vocab_hash);
     free(t->blob_copy);
     memset(t, 0, sizeof *t);
@@ -665,6 +690,8 @@ static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, 
             int cl = char_len(buf + end, n - end);
             for (int b = 0; b < cl; b++) hsh = fnv_step(hsh, buf[end + (size_t)b]);
             end += (size_t)cl;
+            uint32_t bit = mix(hsh) & t->prefix_mask;
+            if (!(t->prefix_bits[bit / 64] >> (bit % 64) & 1)) break;   /* no token goes on */
             int id = vocab_lookup_h(t, buf + s, end - s, hsh);
             if (id < 0) continue;
             unsigned ty = t->types[id] & TYPE_MASK;

@@ -123,6 +123,9 @@ typedef struct {
     uint32_t vocab_mask;
     int32_t *merge_hash;            /* (merge_mask+1) merge ranks keyed by (left, right), -1 empty */
     uint32_t merge_mask;
+    uint64_t *prefix_bits;          /* SPM viterbi: bit set for every token prefix's hash (a
+                                       clear bit means no token starts this way: stop early) */
+    uint32_t prefix_mask;
     unsigned char *blob_copy;       /* aligned copy, only when the given blob was misaligned */
 } Tokenizer;
 

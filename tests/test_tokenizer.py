@@ -667,7 +667,7 @@ def test_compiles_with_zig_for_musl(tmp_path):
     """The runtime is built with zig cc for musl targets: compile (no link) strictly."""
     pytest.importorskip("ziglang")
     (tmp_path / "unicode_tables.c").write_text(unicode_tables_c())
-    for src in [ROOT / "runtime_c" / "tokenizer.c", tmp_path / "unicode_tables.c"]:
+    for src in [ROOT / "runtime_c" / "tokenizer.c", ROOT / "runtime_c" / "chat.c", tmp_path / "unicode_tables.c"]:
         r = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-musl",
                             "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-c",
                             "-I", str(ROOT / "runtime_c"), str(src), "-o", str(tmp_path / "x.o")],
