@@ -16,7 +16,8 @@ extern const uint8_t tokenizer_unicode_latin1[256];
 #define HEADER_SIZE 132u
 #define TYPE_MASK 0x07u
 #define TYPE_NOMATCH 0x80u
-#define MAX_INPUT ((size_t)1 << 30)     /* longest text tokenizer_encode accepts */
+#define MAX_INPUT ((size_t)1 << 28)     /* longest text tokenizer_encode accepts (256 MiB:
+                                           at most 4 ids per byte, so counts fit an int) */
 
 /* Unicode class flags (same bits as unicode_tables.c). */
 #define U_LETTER 1u
@@ -136,7 +137,7 @@ const char *tokenizer_error_string(int code) {
     case TOKENIZER_E_MAGIC: return "not a tokenizer blob of version 1 (magic BTOK)";
     case TOKENIZER_E_CORRUPT: return "corrupt tokenizer blob (offsets, sizes or ids out of range)";
     case TOKENIZER_E_CHECKSUM: return "tokenizer blob checksum mismatch";
-    case TOKENIZER_E_ARG: return "invalid argument (NULL pointer or input longer than 1 GiB)";
+    case TOKENIZER_E_ARG: return "invalid argument (NULL pointer or input longer than 256 MiB)";
     default: return "unknown tokenizer error";
     }
 }

@@ -69,7 +69,7 @@ enum {
     TOKENIZER_E_MAGIC = -1001,      /* not a tokenizer blob, or a different version */
     TOKENIZER_E_CORRUPT = -1002,    /* offsets, sizes or ids out of range */
     TOKENIZER_E_CHECKSUM = -1003,   /* CRC-32 mismatch */
-    TOKENIZER_E_ARG = -1004,        /* NULL pointer or input longer than 1 GiB */
+    TOKENIZER_E_ARG = -1004,        /* NULL pointer or input longer than 256 MiB */
 };
 
 /* Decode flags. */
@@ -155,7 +155,8 @@ int tokenizer_find_token(const Tokenizer *t, const char *text, size_t len); /* e
 
 /* ids -> text. Writes at most cap-1 bytes and a NUL (when cap > 0), like snprintf, and
  * returns the full length. Invalid ids are skipped. flags: TOKENIZER_DECODE_SPECIAL,
- * TOKENIZER_DECODE_STRIP_SPACE. Bytes are copied as they are (no UTF-8 repair). */
+ * TOKENIZER_DECODE_STRIP_SPACE. Bytes are copied as they are (no UTF-8 repair, and no
+ * clean-up of spaces before punctuation like llama.cpp's clean_spaces for GPT-2 vocabs). */
 size_t tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids, int flags,
                         char *out, size_t cap);
 
