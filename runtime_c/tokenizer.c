@@ -128,8 +128,6 @@ static int merge_lookup(const Tokenizer *t, int a, int b) {
     }
 }
 
-static int utf8_check(const unsigned char *s, size_t n, int *len);
-
 const char *tokenizer_error_string(int code) {
     switch (code) {
     case TOKENIZER_OK: return "ok";
@@ -1052,8 +1050,12 @@ size_t tokenizer_stream_push(TokenizerStream *s, int id, char *out) {
         for (;;) {                         /* resolve what the pending bytes have become */
             int len, r = utf8_check(s->pending, (size_t)s->n_pending, &len);
             if (r == 0) break;             /* still incomplete: wait for the next byte */
-            if (r > 0) memcpy(out + w, s->pending, (size_t)r), w += (size_t)r;
-            else w += put_invalid(s, s->pending, len, out + w);
+            if (r > 0) {                   /* a whole character */
+                memcpy(out + w, s->pending, (size_t)r);
+                w += (size_t)r;
+            } else {                       /* ill-formed: U+FFFD (or raw) for its maximal subpart */
+                w += put_invalid(s, s->pending, len, out + w);
+            }
             memmove(s->pending, s->pending + len, (size_t)(s->n_pending - len));
             s->n_pending -= len;
             if (s->n_pending == 0) break;
