@@ -293,7 +293,9 @@ class Importer:
             bos_id=tok_id("tokenizer.ggml.bos_token_id"), eos_id=tok_id("tokenizer.ggml.eos_token_id"),
             eot_id=eot, unk_id=tok_id("tokenizer.ggml.unknown_token_id"),
             pad_id=tok_id("tokenizer.ggml.padding_token_id"),
-            add_bos=bool(kv.get("tokenizer.ggml.add_bos_token", model == "llama" or model == "gpt2")),
+            # Without the key, llama.cpp adds BOS for SentencePiece and the LLaMA-3 family only.
+            add_bos=bool(kv.get("tokenizer.ggml.add_bos_token",
+                                model == "llama" or pre in ("llama-bpe", "llama3", "llama-v3", "falcon3"))),
             add_eos=bool(kv.get("tokenizer.ggml.add_eos_token", False)),
             add_space_prefix=bool(kv.get("tokenizer.ggml.add_space_prefix", model == "llama")),
             chat_template=tmpl if isinstance(tmpl, str) else None)
