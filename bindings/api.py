@@ -40,6 +40,8 @@ typedef int (*bn_token_cb)(void *user, int32_t token);
 int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
                 const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user);
 void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen);
+int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids);
+long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
 """
 
 _ffi = FFI()
@@ -120,6 +122,30 @@ class CompiledModel:
         if n < 0:
             raise BitnetError(self._error())
         return out[:n].tolist()
+
+    def tokenize(self, text, add_bos: bool = True, special: bool = False) -> list:
+        """Text (str or bytes) -> token ids, with the C tokenizer compiled into the model."""
+        data = text.encode("utf-8", errors="surrogateescape") if isinstance(text, str) else bytes(text)
+        cap = len(data) + 8
+        while True:
+            out = np.empty(cap, dtype=np.int32)
+            n = self.lib.bn_tokenize(data, len(data), int(add_bos), int(special),
+                                     _ffi.cast("int32_t *", out.ctypes.data), cap)
+            if n == -1:
+                raise BitnetError(self._error())
+            if n >= 0:
+                return out[:n].tolist()
+            cap = -n
+
+    def detokenize(self, ids, special: bool = False) -> bytes:
+        """Token ids -> the bytes they print as (may hold incomplete UTF-8 at the ends)."""
+        a = np.ascontiguousarray(ids, dtype=np.int32)
+        n = self.lib.bn_detokenize(_ffi.cast("int32_t *", a.ctypes.data), a.size, int(special), _ffi.NULL, 0)
+        if n < 0:
+            raise BitnetError(self._error())
+        buf = _ffi.new("char[]", n + 1)
+        self.lib.bn_detokenize(_ffi.cast("int32_t *", a.ctypes.data), a.size, int(special), buf, n + 1)
+        return _ffi.buffer(buf, n)[:]
 
     def close(self):
         if getattr(self, "_ctx", None) not in (None, _ffi.NULL):

@@ -36,6 +36,14 @@ int bn_n_ctx(const bn_context *c);
  * Returns 0, or -1 (context full, bad token id) with bn_last_error(). */
 int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode);
 
+/* ---- text (the tokenizer baked into the model) ---- */
+/* Text -> ids. Returns the count; if max_ids is too small, -(count needed); -1 on error
+ * (no tokenizer in this model; see bn_last_error()). add_bos follows the model's rule. */
+int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids);
+/* ids -> text (snprintf-style: writes at most cap-1 bytes and a NUL, returns the full
+ * length, or -1 without a tokenizer). special: print control tokens as their text. */
+long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
+
 /* ---- sampling ---- */
 typedef struct {
     float temperature;     /* <= 0: greedy */

@@ -64,3 +64,28 @@ void text_stream_flush(text_stream *s, FILE *out) {
     size_t n = tokenizer_stream_flush(&s->ts, buf);
     fwrite(buf, 1, n, out);
 }
+
+/* ---- the public C API's text functions (bitnet.h) ---- */
+
+int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids) {
+    int32_t *ids;
+    int n = text_encode(text, len, add_bos, parse_special, &ids);
+    if (n < 0) return -1;
+    if (n > max_ids) { free(ids); return -n; }
+    memcpy(out_ids, ids, (size_t)n * sizeof(int32_t));
+    free(ids);
+    return n;
+}
+
+long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap) {
+    const Tokenizer *t = text_tokenizer();
+    if (!t) { bn_set_error("this model was built without a tokenizer"); return -1; }
+    int *tmp = malloc(((size_t)n_ids + 1) * sizeof(int));
+    if (!tmp) { bn_set_error("out of memory"); return -1; }
+    for (int i = 0; i < n_ids; i++) tmp[i] = ids[i];
+    int flags = (special ? TOKENIZER_DECODE_SPECIAL : 0) |
+                (t->model == TOKENIZER_SPM && t->add_space_prefix ? TOKENIZER_DECODE_STRIP_SPACE : 0);
+    size_t n = tokenizer_decode(t, tmp, n_ids, flags, out, cap);
+    free(tmp);
+    return (long)n;
+}
