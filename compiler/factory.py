@@ -180,7 +180,12 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
           p + "vocab_size": n_vocab}
     if hidden_activation:
         kv[p + "hidden_activation"] = hidden_activation
-    kv.update(_spm_vocab(n_vocab) if tokenizer == "spm" else _bpe_vocab(n_vocab))
+    if tokenizer == "spm":
+        kv.update(_spm_vocab(n_vocab))
+    elif tokenizer == "bpe":
+        kv.update(_bpe_vocab(n_vocab))
+    elif tokenizer is not None:
+        raise ValueError("tokenizer must be 'spm', 'bpe' or None")
 
     def norm(n):
         return lambda: float_tensor_bytes((1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32), "f32")

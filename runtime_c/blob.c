@@ -88,6 +88,7 @@ static int open_external(const char *path) {
 #endif
 
 int bn_init(const char *weights_path) {
+    head_init();
     if (blob_ptr) return 0;
 #if BN_WEIGHTS_EXTERNAL
     char def[4096];

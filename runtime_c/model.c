@@ -100,29 +100,6 @@ static void rmsnorm(float *out, const float *x, const float *w, int n) {
     for (int i = 0; i < n; i++) out[i] = (float)(x[i] / r) * w[i];
 }
 
-static float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t man = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else {                       /* subnormal: normalise */
-            int e = -1;
-            do { man <<= 1; e++; } while (!(man & 0x400));
-            bits = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | man << 13;
-    } else {
-        bits = sign | (exp + 127 - 15) << 23 | man << 13;
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* One row of an embedding-like [V, E] matrix, as f32. */
 static void matrix_row(float *out, uint64_t offset, int is_f16, int row) {
     if (is_f16) {
@@ -137,6 +114,13 @@ static void matrix_row(float *out, uint64_t offset, int is_f16, int row) {
 /* Ternary matmul: per-token int8 quantization, integer kernel, float rescale            */
 /* ------------------------------------------------------------------------------------ */
 
+/* Round to nearest, ties to even, for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
+ * the integer part, rounded by the FPU's default mode (ties to even). Same as np.rint. */
+static float round_half_even(float v) {
+    const float big = 12582912.0f;   /* 1.5 * 2^23 (strict IEEE: the compiler may not fold this) */
+    return (v + big) - big;
+}
+
 /* Quantize n tokens of K floats into xq (row stride KP, zero padding) and xscale. */
 static void quantize_rows(bn_context *c, const float *x, int n, int K, int KP) {
     for (int t = 0; t < n; t++) {
@@ -146,7 +130,7 @@ static void quantize_rows(bn_context *c, const float *x, int n, int K, int KP) {
         for (int i = 0; i < K; i++) { float a = fabsf(xr[i]); if (a > amax) amax = a; }
         float as = 127.0f / amax;
         for (int i = 0; i < K; i++) {
-            float r = nearbyintf(xr[i] * as);
+            float r = round_half_even(xr[i] * as);
             qr[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : r));
         }
         memset(qr + K, 0, (size_t)(KP - K));
@@ -313,18 +297,7 @@ static void head_worker(void *arg, int ith, int nth) {
     head_task *t = arg;
     int chunk = (BN_N_VOCAB + nth - 1) / nth;
     int v0 = ith * chunk, v1 = v0 + chunk < BN_N_VOCAB ? v0 + chunk : BN_N_VOCAB;
-    const uint8_t *base = bn_blob() + BN_WEIGHTS_INDEX.output;
-    for (int v = v0; v < v1; v++) {
-        float sum = 0.0f;
-        if (BN_HEAD_F16) {
-            const uint16_t *row = (const uint16_t *)base + (size_t)v * BN_N_EMBD;
-            for (int i = 0; i < BN_N_EMBD; i++) sum += f16_to_f32(row[i]) * t->x[i];
-        } else {
-            const float *row = (const float *)base + (size_t)v * BN_N_EMBD;
-            for (int i = 0; i < BN_N_EMBD; i++) sum += row[i] * t->x[i];
-        }
-        t->logits[v] = sum;
-    }
+    if (v0 < v1) head_rows(bn_blob() + BN_WEIGHTS_INDEX.output, BN_HEAD_F16, t->x, t->logits, v0, v1);
 }
 
 static void compute_logits(bn_context *c, int token_in_batch, float *logits) {

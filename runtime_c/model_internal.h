@@ -40,6 +40,11 @@ struct bn_context {
     double last_t_prompt, last_t_gen;
 };
 
+/* head.c: the output head and f16 conversion */
+void head_init(void);
+float f16_to_f32(uint16_t h);
+void head_rows(const void *head, int is_f16, const float *x, float *logits, int v0, int v1);
+
 /* Record the message bn_last_error() returns (printf-style). */
 void bn_set_error(const char *fmt, ...)
 #if defined(__GNUC__)

@@ -183,3 +183,49 @@ def test_aarch64_under_qemu_matches_reference(cache, arch):
     want = Reference(m).generate_greedy(prompt, 48)
     for cpu in ("cortex-a72", "max"):       # without and with the dot-product extension
         assert _greedy_ids_cli(["qemu-aarch64", "-cpu", cpu], res.output, prompt, 48) == want, cpu
+
+
+def test_blob_too_large_for_the_target_is_refused(cache, monkeypatch, tmp_path):
+    """A target whose linker could truncate an embedded blob (aarch64: >= 4 GiB) refuses it."""
+    import bitnet_aot.build as b
+    from bitnet_aot.errors import BitnetError
+    from bitnet_aot.targets import load_target
+    t = load_target("aarch64-linux")
+    t.max_blob_bytes = 100_000
+    monkeypatch.setattr(b, "load_target", lambda name: t)
+    with pytest.raises(BitnetError, match="--weights external"):
+        b.build(cache.model(), "aarch64-linux", str(tmp_path / "x"), log=lambda s: None)
+
+
+@pytest.mark.slow
+def test_blob_over_2gib_links_and_runs_on_x86_64(tmp_path):
+    """x86-64 PC-relative references reach 2 GiB: the blob lives in a large-data section
+    reached through a 64-bit pointer. A 2.1 GiB embedding (f32, 2.2 M rows) must link and run."""
+    from bitnet_aot.build import build
+    from bitnet_aot.factory import make_test_model
+    p = make_test_model(str(tmp_path / "huge.gguf"), "bitnet-b1.58", "tq2_0", n_layer=1, n_vocab=2_200_000,
+                        embd_type="f32", tokenizer=None, n_ctx=64)
+    res = build(p, "x86_64-linux", str(tmp_path / "huge"), log=lambda s: None)
+    assert res.blob_bytes > 2 ** 31
+    want = Reference(load_gguf(p)).generate_greedy([5, 6, 7], 2)
+    os.remove(p)
+    r = _run([res.output, "--verify"])
+    assert r.returncode == 0, r.stderr
+    r = _run([res.output, "--ids", "5 6 7", "-n", "2", "--temp", "0", "--print-ids", "--ignore-eos", "-t", "2"])
+    assert r.returncode == 0, r.stderr
+    assert [int(t) for t in r.stdout.split()] == want
+
+
+@pytest.mark.slow
+def test_2b4t_shaped_model_builds_and_runs(tmp_path):
+    """BitNet-b1.58-2B-4T shapes (30 layers, E 2560, F 6912, V 128256, F16 tied head)."""
+    from bitnet_aot.build import build
+    from bitnet_aot.factory import SHAPES_2B4T, make_test_model
+    p = make_test_model(str(tmp_path / "2b4t.gguf"), "bitnet-b1.58", "tq2_0", tokenizer="bpe", **SHAPES_2B4T)
+    logs = []
+    res = build(p, "x86_64-linux", str(tmp_path / "m2b4t"), log=logs.append)
+    assert any("built" in line and " s" in line for line in logs)          # the build reports its time
+    assert 0.5e9 < res.blob_bytes < 1.3e9
+    r = _run([res.output, "--ids", "1 2 3 4", "-n", "4", "--temp", "0", "--print-ids", "--ignore-eos", "-t", "2"])
+    assert r.returncode == 0 and len(r.stdout.split()) == 4, r.stderr
+    assert "timings:" in r.stderr
