@@ -86,7 +86,7 @@ def info_json(m: Model, target: Target, opts: BuildOptions, kernel: str, sha: st
 
 def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=print) -> dict:
     """Write the generated C tree into build_dir. Returns facts the compile step needs."""
-    kernel = choose_kernel(target, opts.kernel)
+    kernel = opts.kernel = choose_kernel(target, opts.kernel)
     if os.path.isdir(os.path.join(build_dir, "src")):
         shutil.rmtree(os.path.join(build_dir, "src"))
     os.makedirs(os.path.join(build_dir, "gen"), exist_ok=True)

@@ -26,6 +26,10 @@ import numpy as np
 
 from .model import Model
 from .pack import pack_i2s, padded_k
+from .pack_tl import pack_tl1, pack_tl2
+
+# kernel layout -> packer (layouts documented in runtime_c/kernels/)
+PACKERS = {"i2s": pack_i2s, "tl1": pack_tl1, "tl2": pack_tl2}
 from .targets import Target
 
 ALIGN = 64
@@ -107,7 +111,7 @@ def write_weights(m: Model, path: str, opts: BuildOptions, tokenizer_blob: bytes
              "ffn_sub_norm": w.add(np.asarray(L.ffn_sub_norm, "<f4")) if L.ffn_sub_norm is not None else 0}
         for key, tw in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo),
                         ("w_gate", L.w_gate), ("w_up", L.w_up), ("w_down", L.w_down)):
-            e[key] = (w.add(pack_i2s(tw.codes)), tw.scale)
+            e[key] = (w.add(PACKERS[opts.kernel](tw.codes)), tw.scale)
         layers.append(e)
     idx["layers"] = layers
     size, sha = w.close()
@@ -143,6 +147,7 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         ("BN_N_CTX_TRAIN", hp.n_ctx_train, "trained context length"),
         ("BN_N_CTX_MAX", n_ctx_max, "largest --ctx accepted"),
         ("BN_BATCH", BATCH, "tokens per forward chunk (prompt processing)"),
+        ("BN_KERNEL_LAYOUT", f'"{opts.kernel}"', "packed ternary layout (kernels/kernels.h)"),
         ("BN_EMBD_F16", int(idx["embd_f16"]), "token_embd stored as f16 (else f32)"),
         ("BN_HEAD_F16", int(idx["head_f16"]), "output head stored as f16 (else f32)"),
         ("BN_HAS_TOKENIZER", int(idx["tokenizer_bytes"] > 0), "tokenizer data in the blob"),

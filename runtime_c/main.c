@@ -93,7 +93,7 @@ static void print_info(void) {
     char hex[65];
     (void)hex;
     printf("%s\n", bn_info_json());
-    printf("kernel: %s\n", bn_kernel_active()->name);
+    printf("kernel: %s\n", kernel_pick(BN_KERNEL_LAYOUT)->name);
 }
 
 int main(int argc, char **argv) {
@@ -174,7 +174,7 @@ int main(int argc, char **argv) {
         bn_last_timings(c, &np, &tp, &ng, &tg);
         fprintf(stderr, "timings: prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads, kernel %s\n",
                 np, tp, tp > 0 ? np / tp : 0.0, ng, tg, tg > 0 ? (ng > 1 ? (ng - 1) / tg : ng / tg) : 0.0,
-                o.n_threads, bn_kernel_active()->name);
+                o.n_threads, kernel_pick(BN_KERNEL_LAYOUT)->name);
     }
     free(out);
     free(prompt);

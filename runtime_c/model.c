@@ -64,6 +64,18 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     c->scores = alloc_zero((size_t)n_threads * (size_t)n_ctx, sizeof(float), &failed);
     c->key_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
     c->value_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
+    c->n_threads = n_threads;
+    c->kernel = kernel_pick(BN_KERNEL_LAYOUT);
+    if (!c->kernel) failed = 1;
+    if (!failed && c->kernel->scratch_bytes) {
+        /* one lookup-table scratch per thread, 64-byte aligned */
+        size_t bytes = (c->kernel->scratch_bytes(KP_MAX, BN_BATCH) + 63) / 64 * 64;
+        c->scratch = alloc_zero((size_t)n_threads, sizeof(void *), &failed);
+        for (int i = 0; !failed && i < n_threads; i++) {
+            c->scratch[i] = aligned_alloc(64, bytes);
+            if (!c->scratch[i]) failed = 1;
+        }
+    }
     if (!failed) {
         c->pool = bn_pool_create(n_threads);
         if (!c->pool) failed = 1;
@@ -80,6 +92,9 @@ bn_context *bn_create(int n_ctx, int n_threads) {
 void bn_free(bn_context *c) {
     if (!c) return;
     if (c->pool) bn_pool_free(c->pool);
+    if (c->scratch)
+        for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
+    free(c->scratch);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
     free(c->hg); free(c->hu); free(c->tmp); free(c->xq); free(c->xscale); free(c->acc);
     free(c->scores); free(c->key_cache); free(c->value_cache);
@@ -146,15 +161,17 @@ typedef struct {
     float *out;               /* (n, M) */
 } matmul_task;
 
-/* Rows are split in contiguous ranges; each thread also rescales its own rows. */
+/* Rows are split in contiguous ranges of whole 32-row tiles (the lookup-table layouts
+ * store rows in tiles of 32); each thread also rescales its own rows. */
 static void matmul_worker(void *arg, int ith, int nth) {
     matmul_task *t = arg;
-    int chunk = (t->M + nth - 1) / nth;
+    int chunk = ((t->M + nth - 1) / nth + 31) / 32 * 32;
     int r0 = ith * chunk, r1 = r0 + chunk < t->M ? r0 + chunk : t->M;
     if (r0 >= r1) return;
-    const bn_kernel *k = bn_kernel_active();
-    if (t->n == 1) k->gemv(t->w, t->c->xq, t->c->acc, t->KP, r0, r1);
-    else k->gemm(t->w, t->c->xq, t->c->acc, t->n, t->M, t->KP, r0, r1);
+    const ternary_kernel *k = t->c->kernel;
+    void *scratch = t->c->scratch ? t->c->scratch[ith] : NULL;
+    if (t->n == 1) k->gemv(t->w, t->c->xq, t->c->acc, t->KP, r0, r1, scratch);
+    else k->gemm(t->w, t->c->xq, t->c->acc, t->n, t->M, t->KP, r0, r1, scratch);
     for (int i = 0; i < t->n; i++) {
         float as = t->c->xscale[i];
         const int32_t *acc = t->c->acc + (size_t)i * t->M;

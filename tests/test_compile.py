@@ -28,9 +28,9 @@ def _tokens(n_vocab, n, seed=0):
     return np.random.default_rng(seed).integers(3, n_vocab, n).astype(np.int32)
 
 
-def _check_against_reference(cache, arch, ptype):
+def _check_against_reference(cache, arch, ptype, kernel="auto"):
     gguf = cache.model(arch, ptype)
-    lib = cache.build(gguf).output
+    lib = cache.build(gguf, kernel=kernel).output
     m = load_gguf(gguf)
     toks = _tokens(m.hp.n_vocab, SEQ)
     want = Reference(m).forward(toks)
@@ -52,6 +52,11 @@ def _check_against_reference(cache, arch, ptype):
 @pytest.mark.parametrize("arch,ptype", DEFAULT_GRID)
 def test_compiled_matches_reference(cache, arch, ptype):
     _check_against_reference(cache, arch, ptype)
+
+
+@pytest.mark.parametrize("arch", ["bitnet-b1.58", "llama"])
+def test_compiled_tl2_matches_reference(cache, arch):
+    _check_against_reference(cache, arch, "tq2_0", kernel="tl2")
 
 
 @pytest.mark.slow
@@ -174,10 +179,10 @@ def test_generated_c_clean_under_asan_ubsan(cache, tmp_path):
 
 @pytest.mark.emulated
 @pytest.mark.skipif(not have("qemu-aarch64"), reason="needs qemu-user (apt-get install qemu-user)")
-@pytest.mark.parametrize("arch", ["bitnet-b1.58", "llama"])
-def test_aarch64_under_qemu_matches_reference(cache, arch):
+@pytest.mark.parametrize("arch,kernel", [("bitnet-b1.58", "i2s"), ("llama", "i2s"), ("bitnet-b1.58", "tl1")])
+def test_aarch64_under_qemu_matches_reference(cache, arch, kernel):
     gguf = cache.model(arch, "tq2_0")
-    res = cache.build(gguf, "aarch64-linux", shared=False)
+    res = cache.build(gguf, "aarch64-linux", shared=False, kernel=kernel)
     m = load_gguf(gguf)
     prompt = _tokens(m.hp.n_vocab, 8, seed=11).tolist()
     want = Reference(m).generate_greedy(prompt, 48)
