@@ -70,3 +70,24 @@ def format_chat(fmt: str, messages: Iterable, add_assistant: bool = True,
         elif msgs:
             out.append("<|assistant|>\n")
     return "".join(out)
+
+
+def turn_text(fmt: str, users: list, system: Optional[str] = None,
+              eos_token: str = "<|endoftext|>") -> str:
+    """The text that turn ``len(users)`` of a chat session adds (what ``./model --chat`` in
+    runtime_c/chat_cli.c encodes and evaluates that turn, BOS aside): the conversation so far,
+    with earlier assistant replies empty (their tokens are the model's own, already in the KV
+    cache), minus the text of the earlier turns."""
+    def conversation(k):
+        msgs = [("system", system)] if system is not None else []
+        for i, u in enumerate(users[:k]):
+            if i > 0:
+                msgs.append(("assistant", ""))
+            msgs.append(("user", u))
+        return format_chat(fmt, msgs, True, eos_token=eos_token)
+
+    text = conversation(len(users))
+    before = conversation(len(users) - 1) if len(users) > 1 else ""
+    if not text.startswith(before):
+        raise AssertionError(f"chat format {fmt} is not prefix-stable")
+    return text[len(before):]
