@@ -149,6 +149,11 @@ def cmd_make_test_model(a):
     print(a.output)
 
 
+def cmd_tokenize(a):
+    from .tokenize_cmd import main_tokenize
+    main_tokenize(a)
+
+
 def main(argv=None):
     p = _Parser(prog="bitnet-aot", description="Compile ternary (BitNet b1.58) GGUF models into one static binary.")
     p.add_argument("--version", action="version", version=f"bitnet-aot {__version__}")
@@ -190,6 +195,14 @@ def main(argv=None):
         s.add_argument("--" + k.replace("_", "-"), dest=k, type=int)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_make_test_model)
+
+    s = sub.add_parser("tokenize", help="print the ids the model's compiled C tokenizer gives for a text")
+    s.add_argument("model")
+    s.add_argument("text")
+    s.add_argument("--special", action="store_true", help="match special tokens such as <|eot_id|> in the text")
+    s.add_argument("--no-bos", action="store_true", help="do not add the BOS token")
+    s.add_argument("--json", action="store_true", help="print a JSON list")
+    s.set_defaults(fn=cmd_tokenize)
 
     a = p.parse_args(argv)
     if not getattr(a, "fn", None):
