@@ -154,6 +154,14 @@ def cmd_tokenize(a):
     main_tokenize(a)
 
 
+def cmd_convert(a):
+    from .convert import convert_hf
+    summary = convert_hf(a.hf_dir, a.output, a.type, embd_type=a.embd_type)
+    for w in (summary or {}).get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(a.output)
+
+
 def main(argv=None):
     p = _Parser(prog="bitnet-aot", description="Compile ternary (BitNet b1.58) GGUF models into one static binary.")
     p.add_argument("--version", action="version", version=f"bitnet-aot {__version__}")
@@ -179,6 +187,13 @@ def main(argv=None):
     s.add_argument("--ternarize", action="store_true", help="quantize non-ternary projections post-training (quality drops)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(fn=cmd_build)
+
+    s = sub.add_parser("convert", help="convert a Hugging Face BitNet checkpoint directory to GGUF")
+    s.add_argument("hf_dir")
+    s.add_argument("-o", "--output", required=True, help="output .gguf path")
+    s.add_argument("--type", default="tq2_0", help="projection type: tq2_0 (default), tq1_0, i2_s, f16")
+    s.add_argument("--embd-type", default="f16", choices=["f16", "f32"], help="embedding precision")
+    s.set_defaults(fn=cmd_convert)
 
     s = sub.add_parser("targets", help="list the targets")
     s.add_argument("--json", action="store_true")

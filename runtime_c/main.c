@@ -142,6 +142,9 @@ int main(int argc, char **argv) {
     if (n_prompt == 0) die("the prompt is empty; give one with -p, -f or --ids%s%s", "", "");
 
     int n_ctx = o.n_ctx ? o.n_ctx : options_default_ctx();
+    if (!o.n_ctx && n_ctx < BN_N_CTX_TRAIN)
+        fprintf(stderr, "note: using a %d-token context (the model was trained for %d); raise it with --ctx\n",
+                n_ctx, BN_N_CTX_TRAIN);
     if (n_prompt >= n_ctx) {
         fprintf(stderr, "error: the prompt has %d tokens but the context holds %d; shorten it or raise --ctx (max %d)\n",
                 n_prompt, n_ctx, BN_N_CTX_MAX);

@@ -1,0 +1,27 @@
+"""Reproducible builds: the same GGUF, options, target and bitnet-aot version give a
+byte-identical binary, whatever the directory (no timestamps, paths or dict order)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+from bitnet_aot.build import build
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_two_builds_in_different_directories_are_identical(cache, tmp_path):
+    src = cache.model("bitnet-b1.58", "tq2_0")
+    outs = []
+    for d in ("first/place", "second/other/deeper"):
+        os.makedirs(tmp_path / d)
+        g = tmp_path / d / "model.gguf"
+        shutil.copy(src, g)                       # a copy: the path differs, the content does not
+        res = build(str(g), "x86_64-linux", str(tmp_path / d / "bin"), log=lambda s: None)
+        outs.append(res)
+    assert _sha(outs[0].output) == _sha(outs[1].output)
+    for f in ("gen/model_config.h", "gen/weights_index.c", "gen/blob.S", "weights.bin", "build.sh"):
+        assert _sha(os.path.join(outs[0].build_dir, f)) == _sha(os.path.join(outs[1].build_dir, f)), f
