@@ -62,7 +62,9 @@ static int8_t *X_;
 static int32_t *Y_;
 static int M_, KP_, N_, copies_;
 static double seconds_;
-static atomic_int stop_;
+/* iteration at which everyone stops, decided by thread 0 before that iteration's barrier
+ * (a plain flag would let a slow thread see the flag of the NEXT iteration and leave early) */
+static atomic_long stop_at_ = -1;
 static long calls_;
 static double elapsed_, cpu_elapsed_;
 
@@ -85,9 +87,9 @@ static void *kernel_worker(void *arg) {
         const uint8_t *w = W_ + (size_t)(n % copies_) * wbytes_;
         if (N_ == 1) K_->gemv(w, X_, Y_, KP_, rb, re, scratch);
         else K_->gemm(w, X_, Y_, N_, M_, KP_, rb, re, scratch);
-        if (ith == 0 && now() - t0 > seconds_) atomic_store(&stop_, 1);
+        if (ith == 0 && now() - t0 > seconds_) atomic_store(&stop_at_, n);
         barrier(&sense);
-        if (atomic_load(&stop_)) break;
+        if (atomic_load(&stop_at_) == n) break;
     }
     if (ith == 0) {
         elapsed_ = now() - t0;
@@ -157,9 +159,9 @@ static void *bw_worker(void *arg) {
             if (prefetch_) __builtin_prefetch(&buf_[i + prefetch_]);
             acc0 += buf_[i]; acc1 += buf_[i + 1]; acc2 += buf_[i + 2]; acc3 += buf_[i + 3];
         }
-        if (ith == 0 && now() - t0 > seconds_) atomic_store(&stop_, 1);
+        if (ith == 0 && now() - t0 > seconds_) atomic_store(&stop_at_, pass);
         barrier(&sense);
-        if (atomic_load(&stop_)) break;
+        if (atomic_load(&stop_at_) == pass) break;
     }
     v4i s = acc0 + acc1 + acc2 + acc3;
     sink_[ith] = s[0] + s[1] + s[2] + s[3];

@@ -10,8 +10,9 @@ prompt batch does. Prints a table and writes bench/results/kernels-<date>.json.
 
 Columns: wall-clock time per call and what it means in weight GB/s (GEMV) or GOPS
 (2*M*K*N / time, GEMM); "%bw" is GEMV GB/s over the measured read bandwidth for the same
-thread count; cpuGB/s and cpuGOPS use thread 0's CPU time instead of wall time, which
-stays meaningful when other jobs share the cores (wall numbers then drop, CPU ones don't).
+thread count; cpuGB/s and cpuGOPS divide the whole call's work by thread 0's CPU time
+instead of wall time: the rate the threads would reach if no other job preempted them,
+which stays meaningful on a shared machine (wall numbers then drop, CPU ones don't).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def build(workdir: str) -> str:
 
 
 def run(exe: str, args: list) -> dict:
-    out = subprocess.run([exe] + [str(a) for a in args], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([exe] + [str(a) for a in args], capture_output=True, text=True, check=True,
+                         timeout=300).stdout
     f = out.split()
     return {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
 
