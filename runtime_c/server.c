@@ -761,7 +761,7 @@ static void route(int fd, const http_request *req) {
         else handle_generation(fd, req, routes[i].endpoint);
         return;
     }
-    char msg[160];
+    char msg[256];
     snprintf(msg, sizeof msg, "no such endpoint: %.100s (try /v1/completions, /v1/chat/completions, /generate)", req->path);
     send_error(fd, 404, msg);
 }

@@ -77,6 +77,10 @@ class Server:
 
 @pytest.fixture(scope="module")
 def binary(cache):
+    # BITNET_AOT_SERVER_BINARY: run the suite against another build of the same factory
+    # model, e.g. one compiled with -fsanitize=address,undefined from its build.sh
+    if os.environ.get("BITNET_AOT_SERVER_BINARY"):
+        return os.environ["BITNET_AOT_SERVER_BINARY"]
     gguf = cache.model("bitnet-b1.58", "tq2_0")
     return cache.build(gguf, "host", shared=False).output
 
@@ -525,7 +529,9 @@ def test_load_32_clients(server):
     assert ok >= 4 * n_rounds
     print(f"load: {ok} answered, {len(results) - ok} x 503, RSS per round {rss} KiB")
     # after the first round (thread stacks, allocator arenas warmed up) RSS stays flat
-    assert max(rss[1:]) - rss[1] < 2048, rss
+    # (not under AddressSanitizer, whose quarantine holds freed memory on purpose)
+    if not os.environ.get("BITNET_AOT_SERVER_BINARY"):
+        assert max(rss[1:]) - rss[1] < 2048, rss
     assert_healthy(server)
 
 
