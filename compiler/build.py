@@ -111,7 +111,7 @@ def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=p
     asm = []
     if opts.weights == "embedded":
         with open(os.path.join(build_dir, "gen", "blob.S"), "w") as f:
-            f.write(blob_s(target, opts))
+            f.write(blob_s(target, opts, size))
         asm.append("gen/blob.S")
     kern = kernel_sources(target)
     runtime = [p for p in c_files if not p.startswith(os.path.join("src", "kernels"))]

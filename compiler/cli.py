@@ -154,6 +154,17 @@ def cmd_tokenize(a):
     main_tokenize(a)
 
 
+def cmd_verify(a):
+    from .verify import verify
+    r = verify(a.binary, a.model)
+    i = r["info"]
+    print(f"weights OK: sha256 {r['weights_sha256']}")
+    print(f"built from {i.get('model')} (sha256 {i.get('source_sha256')}) for {i.get('target')}, kernel {i.get('kernel')}, "
+          f"bitnet-aot {i.get('bitnet_aot')}, zig {i.get('zig')}")
+    if a.model:
+        print(f"source OK: {a.model} is the file this binary was built from")
+
+
 def cmd_convert(a):
     from .convert import convert_hf
     summary = convert_hf(a.hf_dir, a.output, a.type, embd_type=a.embd_type)
@@ -194,6 +205,11 @@ def main(argv=None):
     s.add_argument("--type", default="tq2_0", help="projection type: tq2_0 (default), tq1_0, i2_s, f16")
     s.add_argument("--embd-type", default="f16", choices=["f16", "f32"], help="embedding precision")
     s.set_defaults(fn=cmd_convert)
+
+    s = sub.add_parser("verify", help="check a compiled binary's weights (and that it was built from a GGUF)")
+    s.add_argument("binary")
+    s.add_argument("model", nargs="?", help="the GGUF it should have been built from")
+    s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("targets", help="list the targets")
     s.add_argument("--json", action="store_true")
