@@ -165,31 +165,34 @@ class _Progress:
             print(f"{self.what}: {'failed' if exc_type else 'done'} in {time.time() - self.t0:.1f} s", file=sys.stderr)
 
 
-def compile_cached(gguf: str, cache_dir: Optional[str] = None, **build_opts) -> str:
-    """The shared library for `gguf` on this machine: built once, then reused."""
+def compile_cached(gguf: str, cache_dir: Optional[str] = None, executable: bool = False, **build_opts) -> str:
+    """The shared library (or, with executable=True, the static program, e.g. for
+    `bitnet-aot serve model.gguf`) for `gguf` on this machine: built once, then reused."""
     from ..gguf_import import file_sha256
     from ..build import build
     sha = file_sha256(gguf)
-    d = os.path.join(cache_dir or cache_root(), cache_key(sha, build_opts))
-    lib = os.path.join(d, "model.so")
-    if os.path.isfile(lib):
-        return lib
+    opts = dict(build_opts, executable=True) if executable else dict(build_opts)
+    d = os.path.join(cache_dir or cache_root(), cache_key(sha, opts))
+    name = "model" if executable else "model.so"
+    out = os.path.join(d, name)
+    if os.path.isfile(out):
+        return out
     os.makedirs(d, exist_ok=True)
     import fcntl
     with open(os.path.join(d, ".lock"), "w") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)          # another process may be building it
-        if os.path.isfile(lib):
-            return lib
+        if os.path.isfile(out):
+            return out
         with _Progress(f"compiling {os.path.basename(gguf)} for this machine into {d}") as p:
             try:
-                build(gguf, "host", os.path.join(d, "model.so.tmp"), shared=True,
+                build(gguf, "host", out + ".tmp", shared=not executable,
                       build_dir=os.path.join(d, "build"), log=p.log, **build_opts)
             except BitnetError as e:
                 raise CompileError(str(e)) from None
         with open(os.path.join(d, "source.json"), "w") as f:
-            json.dump({"gguf": os.path.abspath(gguf), "sha256": sha, "options": build_opts}, f, default=str)
-        os.replace(os.path.join(d, "model.so.tmp"), lib)
-    return lib
+            json.dump({"gguf": os.path.abspath(gguf), "sha256": sha, "options": opts}, f, default=str)
+        os.replace(out + ".tmp", out)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
