@@ -21,7 +21,8 @@
  * straight into int32 accumulators (no int16 stage). Row totals are bounded by
  * 256*KP < 2^31 for KP < 2^23.
  *
- * Tiling: GEMV runs 4 rows at once (each activation load serves 4 rows) and prefetches ahead. GEMM runs tiles of
+ * Tiling: GEMV runs 4 rows at once (each activation load serves 4 rows) and prefetches ahead
+ * (the VNNI GEMV runs 2 rows with 4 shift-free accumulators each: see i2s_gemv_tile_vnni). GEMM runs tiles of
  * 2 rows x 4 tokens: each unpacked code vector is used for 4 tokens straight from registers,
  * and the 2 rows' bytes (KP/2 bytes) stay in L1 while the token loop walks over the batch.
  */
@@ -144,6 +145,45 @@ static size_t i2s_prefetch_distance(size_t row_bytes) {
     return rows * row_bytes;
 }
 
+#ifdef I2S_VNNI
+/* VNNI GEMV without shifts: code J sits at bits 6-2J of each byte, so w & (3 << (6-2J)) is
+ * the code times 4^(3-J), still a valid unsigned byte (<= 128). vpdpbusd of it with the
+ * activations accumulates 4^(3-J) times the dot product in a separate int32 accumulator per
+ * J; every lane is a multiple of 4^(3-J), so an arithmetic shift divides it back exactly.
+ * That is 4 AND + 4 VPDPBUSD per 32 bytes instead of 3 shifts + 4 AND + 4 VPDPBUSD.
+ * Overflow: a lane gets KP/32 products of at most 64*2*128 = 2^14: exact for KP < 2^22. */
+static inline __attribute__((always_inline))
+void i2s_gemv_tile_vnni(const uint8_t *w, size_t row_bytes, const int8_t *x, int KP,
+                        const int R, size_t pf, int32_t *out) {
+    const __m256i m0 = _mm256_set1_epi8((char)0xc0), m1 = _mm256_set1_epi8(0x30);
+    const __m256i m2 = _mm256_set1_epi8(0x0c), m3 = _mm256_set1_epi8(0x03);
+    __m256i acc[2][4];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_si256();
+    for (int b = 0; b < KP / 128; b++) {
+        const int8_t *xb = x + 128 * (size_t)b;
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xb);
+        const __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb + 32));
+        const __m256i x2 = _mm256_loadu_si256((const __m256i *)(xb + 64));
+        const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
+        for (int i = 0; i < R; i++) {
+            const uint8_t *wb = w + i * row_bytes + 32 * (size_t)b;
+            if (pf && !(b & 1)) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
+            const __m256i v = _mm256_loadu_si256((const __m256i *)wb);
+            acc[i][0] = _mm256_dpbusd_avx_epi32(acc[i][0], _mm256_and_si256(v, m0), x0);
+            acc[i][1] = _mm256_dpbusd_avx_epi32(acc[i][1], _mm256_and_si256(v, m1), x1);
+            acc[i][2] = _mm256_dpbusd_avx_epi32(acc[i][2], _mm256_and_si256(v, m2), x2);
+            acc[i][3] = _mm256_dpbusd_avx_epi32(acc[i][3], _mm256_and_si256(v, m3), x3);
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        __m256i s = _mm256_add_epi32(_mm256_srai_epi32(acc[i][0], 6), _mm256_srai_epi32(acc[i][1], 4));
+        s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_srai_epi32(acc[i][2], 2), acc[i][3]));
+        out[i] = hsum_epi32(s);
+    }
+}
+#endif
+
 void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end) {
     const size_t row_bytes = (size_t)KP / 4;
@@ -151,6 +191,14 @@ void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
     int32_t out[I2S_MAXR][I2S_MAXT];
     const size_t pfd = i2s_prefetch_distance(row_bytes);
     int r = row_begin;
+#if defined(I2S_VNNI) && !defined(I2S_VNNI_GEMV_SHIFTS)
+    int32_t o2[2];
+    for (; r + 2 <= row_end; r += 2) {
+        i2s_gemv_tile_vnni(w + r * row_bytes, row_bytes, x, KP, 2, pfd, o2);
+        y[r] = o2[0] - sx;
+        y[r + 1] = o2[1] - sx;
+    }
+#endif
     for (; r + 4 <= row_end; r += 4) {
         i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 4, 1, pfd, out);
         for (int i = 0; i < 4; i++) y[r + i] = out[i][0] - sx;

@@ -13,7 +13,7 @@
  * Row ranges: a kernel computes rows [row_begin, row_end) and writes y[r] at the absolute
  * row index r, so threads can split rows without changing any result.
  *
- * Range: every kernel is exact for KP < 2^23 (each states its int16/int32 bound in its
+ * Range: every kernel is exact for KP < 2^22 (each states its int16/int32 bound in its
  * file's header comment); any real model's K is far below that.
  */
 #ifndef BITNET_KERNELS_H
