@@ -122,6 +122,40 @@ static size_t i2s_prefetch_distance(size_t row_bytes) {
     return rows * row_bytes;
 }
 
+#ifdef I2S_DOTPROD
+/* Dot-product GEMV with fewer unpack ops: code 0 is w >> 6 (no mask), codes 1-3 are kept
+ * in place, w & 0x30 = 16*c, w & 0x0c = 4*c, w & 0x03 = c (all fit a signed byte), and go
+ * to accumulators per scale (codes 0 and 3 share the x1 one); each lane of the x16 / x4
+ * accumulators is a multiple of 16 / 4, so an arithmetic shift divides it back exactly.
+ * 1 shift + 3 AND per 16 bytes instead of 3 shifts + 3 AND. Overflow: a lane gets KP/16
+ * products of at most 16*2*128 = 2^12: exact for KP < 2^23. */
+static inline __attribute__((always_inline))
+void i2s_gemv_tile_dot(const uint8_t *w, size_t row_bytes, const int8_t *x, int KP,
+                       const int R, size_t pf, int32_t *out) {
+    const uint8x16_t m1 = vdupq_n_u8(0x30), m2 = vdupq_n_u8(0x0c), m3 = vdupq_n_u8(0x03);
+    int32x4_t a1[4], a16[4], a4[4];
+    for (int i = 0; i < R; i++) a1[i] = a16[i] = a4[i] = vdupq_n_s32(0);
+    for (int b = 0; b < KP / 128; b++) {
+        const int8_t *xb = x + 128 * (size_t)b;
+        int8x16_t xv[8];
+        for (int q = 0; q < 8; q++) xv[q] = vld1q_s8(xb + 16 * q);
+        for (int i = 0; i < R; i++) {
+            const uint8_t *wb = w + i * row_bytes + 32 * (size_t)b;
+            if (pf && !(b & 1)) __builtin_prefetch(wb + pf);
+            for (int h = 0; h < 2; h++) {   /* bytes 16h .. 16h+15 of the block */
+                const uint8x16_t v = vld1q_u8(wb + 16 * h);
+                a1[i] = vdotq_s32(a1[i], vreinterpretq_s8_u8(vshrq_n_u8(v, 6)), xv[h]);
+                a16[i] = vdotq_s32(a16[i], vreinterpretq_s8_u8(vandq_u8(v, m1)), xv[2 + h]);
+                a4[i] = vdotq_s32(a4[i], vreinterpretq_s8_u8(vandq_u8(v, m2)), xv[4 + h]);
+                a1[i] = vdotq_s32(a1[i], vreinterpretq_s8_u8(vandq_u8(v, m3)), xv[6 + h]);
+            }
+        }
+    }
+    for (int i = 0; i < R; i++)
+        out[i] = vaddvq_s32(vaddq_s32(a1[i], vaddq_s32(vshrq_n_s32(a16[i], 4), vshrq_n_s32(a4[i], 2))));
+}
+#endif
+
 void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
                       int KP, int row_begin, int row_end) {
     const size_t row_bytes = (size_t)KP / 4;
@@ -129,6 +163,13 @@ void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
     const size_t pfd = i2s_prefetch_distance(row_bytes);
     int32_t out[4][4];
     int r = row_begin;
+#ifdef I2S_DOTPROD
+    int32_t o4[4];
+    for (; r + 4 <= row_end; r += 4) {
+        i2s_gemv_tile_dot(w + r * row_bytes, row_bytes, x, KP, 4, pfd, o4);
+        for (int i = 0; i < 4; i++) y[r + i] = o4[i] - sx;
+    }
+#endif
     for (; r + 4 <= row_end; r += 4) {
         i2s_tile(w + r * row_bytes, row_bytes, x, 0, KP, 4, 1, pfd, out);
         for (int i = 0; i < 4; i++) y[r + i] = out[i][0] - sx;
