@@ -55,7 +55,8 @@ void i2s_gemm_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y,
  * packers compiler/pack_tl.py). They read the same activations as i2s (int8 [N][KP], KP a
  * multiple of 128, zero past K) and take a caller-provided scratch buffer for the tables
  * built from the activations: at least tl2_scratch_bytes(KP, N) / tl1_scratch_bytes(KP, N)
- * bytes, 64-byte aligned, one per thread (each call builds its own tables). Rows are
+ * bytes, any alignment (the size includes the slack the kernel uses to align its tables),
+ * one per thread (each call builds its own tables; nothing survives between calls). Rows are
  * stored in tiles of 32 (M padded to a multiple of 32 by the packer); a row range that
  * does not start or end on a multiple of 32 is correct but computes its edge tiles whole.
  * Any row split gives identical integers. */
