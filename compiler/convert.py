@@ -707,9 +707,12 @@ def tokenizer_kv(hf_dir: str, hp: dict) -> dict:
 # ----------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------
-def convert_hf(hf_dir: str, out_path: str, out_type: str = "tq2_0", *, embd_type: str = "f16") -> dict:
+def convert_hf(hf_dir: str, out_path: str, out_type: str = "tq2_0", *, embd_type: str = "f16",
+               name: str = None) -> dict:
     """Convert a BitNet HF checkpoint directory to a GGUF file. Returns a summary dict
-    (hparams, number of tensors, tokenizer model, warnings). Raises BitnetError."""
+    (hparams, number of tensors, tokenizer model, warnings). Raises BitnetError.
+    embd_type: f16 (default) or f32 for token_embd (and an untied output.weight);
+    name: general.name (default: config's _name_or_path, else the directory name)."""
     out_type = str(out_type).lower()
     if out_type not in OUT_TYPES:
         _fail(f"unknown output type {out_type!r}; choose one of {', '.join(OUT_TYPES)}")
@@ -719,6 +722,8 @@ def convert_hf(hf_dir: str, out_path: str, out_type: str = "tq2_0", *, embd_type
         _fail(f"{hf_dir}: not a directory")
     cv = _Converter(hf_dir, out_type, embd_type)
     hp = cv.config()
+    if name:
+        hp["name"] = str(name)
     tok = tokenizer_kv(hf_dir, hp)
     tensors = cv.tensors()
     kv = cv.metadata(tok)
