@@ -10,7 +10,10 @@ from .errors import BitnetError  # noqa: E402
 
 def __getattr__(name):
     # The binding imports cffi and numpy machinery; load it only when asked for.
-    if name in ("CompiledModel", "BitNetModel"):
+    if name == "CompiledModel":
         from .bindings import api
-        return getattr(api, name)
+        return api.CompiledModel
+    if name == "BitNetModel":
+        from .bindings import model
+        return model.BitNetModel
     raise AttributeError(name)

@@ -87,6 +87,8 @@ def info_json(m: Model, target: Target, opts: BuildOptions, kernel: str, sha: st
 def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=print) -> dict:
     """Write the generated C tree into build_dir. Returns facts the compile step needs."""
     kernel = opts.kernel = choose_kernel(target, opts.kernel)
+    if os.path.exists(os.path.join(build_dir, "build-error.log")):
+        os.remove(os.path.join(build_dir, "build-error.log"))
     if os.path.isdir(os.path.join(build_dir, "src")):
         shutil.rmtree(os.path.join(build_dir, "src"))
     os.makedirs(os.path.join(build_dir, "gen"), exist_ok=True)
@@ -144,7 +146,9 @@ def compile_commands(target: Target, opts: BuildOptions, sources: list, out_name
 
 def write_build_sh(build_dir: str, cmds: list):
     lines = ["#!/bin/sh", "# Rebuild this model by hand: sh build.sh (needs zig; `pip install ziglang`).",
-             "set -e", 'cd "$(dirname "$0")"', 'ZIG="${ZIG:-python3 -m ziglang}"', "mkdir -p obj"]
+             "set -e", 'cd "$(dirname "$0")"', 'ZIG="${ZIG:-python3 -m ziglang}"', "mkdir -p obj",
+             "# build objects go to a local cache removed at the end (the blob object is as big as the weights)",
+             'export ZIG_LOCAL_CACHE_DIR="$PWD/.zig-cache"', "trap 'rm -rf .zig-cache' EXIT"]
     for c in cmds:
         lines.append("$ZIG " + " ".join(shlex.quote(a) for a in c))
     with open(os.path.join(build_dir, "build.sh"), "w") as f:
@@ -188,8 +192,12 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
                            commands=cmds)
     os.makedirs(os.path.join(bdir, "obj"), exist_ok=True)
     t0 = time.time()
-    for c in cmds:
-        run_zig(c, bdir, f"compiling for {target.name}")
+    local_cache = os.path.join(bdir, ".zig-cache")
+    try:
+        for c in cmds:
+            run_zig(c, bdir, f"compiling for {target.name}", local_cache=local_cache)
+    finally:
+        shutil.rmtree(local_cache, ignore_errors=True)
     log(f"compiled with zig {zv} for {target.zig_target} in {time.time() - t0:.1f} s")
     if weights == "external":
         shutil.copyfile(os.path.join(bdir, "weights.bin"), output + ".weights")

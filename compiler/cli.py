@@ -165,6 +165,44 @@ def cmd_verify(a):
         print(f"source OK: {a.model} is the file this binary was built from")
 
 
+def cmd_doctor(a):
+    import platform
+    import shutil
+    from .targets import list_targets
+    from .toolchain import ZIG_VERSION, zig_cache_dir, zig_version
+    ok = True
+    print(f"bitnet-aot {__version__} on Python {platform.python_version()} ({platform.machine()})")
+    try:
+        zv = zig_version()
+        pin = "pinned" if zv == ZIG_VERSION else f"MISMATCH: bitnet-aot pins {ZIG_VERSION}; pip install ziglang=={ZIG_VERSION}"
+        print(f"zig           {zv} ({pin})")
+        ok = ok and zv == ZIG_VERSION
+    except BitnetError as e:
+        print(f"zig           not working: {e}")
+        ok = False
+    cache = zig_cache_dir()
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs)
+    print(f"zig cache     {cache} ({_human(size)}; the first build per target fills it, later builds take seconds)")
+    runners = {"qemu-aarch64": "aarch64 binaries", "qemu-arm": "armv7 binaries", "qemu-riscv64": "riscv64 binaries",
+               "qemu-x86_64": "CPU-dispatch tests without AVX2", "wasmtime": "wasm32-wasi binaries", "gcc": "ASan/UBSan tests"}
+    for tool, what in runners.items():
+        path = shutil.which(tool)
+        print(f"{tool:<13} {'found' if path else 'missing'} ({what}{'' if path else '; apt-get install qemu-user / pip install wasmtime'})")
+    print("targets:")
+    for t in list_targets():
+        run = {"native": "runs here natively", "qemu": f"tests run it under {t.qemu}",
+               "wasmtime": "tests run it under wasmtime", "none": "built and format-checked only"}.get(t.run, t.run)
+        print(f"  {t.name:<16} {t.zig_target:<26} kernels {','.join(t.kernels):<9} {run}")
+    if not ok:
+        raise BitnetError("the toolchain is not ready (see above)")
+
+
+def cmd_serve(a, extra):
+    from .bindings.model import compile_cached
+    exe = compile_cached(a.model, executable=True)
+    os.execv(exe, [exe, "serve"] + extra)
+
+
 def cmd_convert(a):
     from .convert import convert_hf
     summary = convert_hf(a.hf_dir, a.output, a.type, embd_type=a.embd_type)
@@ -211,6 +249,14 @@ def main(argv=None):
     s.add_argument("model", nargs="?", help="the GGUF it should have been built from")
     s.set_defaults(fn=cmd_verify)
 
+    s = sub.add_parser("serve", help="build (or reuse a cached build of) a model for this machine and serve it over HTTP; "
+                                     "other flags (--port, --parallel, ...) go to the server")
+    s.add_argument("model")
+    s.set_defaults(fn=cmd_serve, passthrough=True)
+
+    s = sub.add_parser("doctor", help="check the toolchain, the zig cache and the test runners")
+    s.set_defaults(fn=cmd_doctor)
+
     s = sub.add_parser("targets", help="list the targets")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_targets)
@@ -235,12 +281,17 @@ def main(argv=None):
     s.add_argument("--json", action="store_true", help="print a JSON list")
     s.set_defaults(fn=cmd_tokenize)
 
-    a = p.parse_args(argv)
+    a, extra = p.parse_known_args(argv)
+    if extra and not getattr(a, "passthrough", False):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(a, "fn", None):
         p.print_help()
         return 2
     try:
-        a.fn(a)
+        if getattr(a, "passthrough", False):
+            a.fn(a, extra)
+        else:
+            a.fn(a)
     except BitnetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,10 +24,13 @@ def zig_command() -> list:
     return [sys.executable, "-m", "ziglang"]
 
 
-def zig_env() -> dict:
+def zig_env(local_cache: str | None = None) -> dict:
+    """Environment for zig. The global cache keeps compiled libc per target; objects of a
+    build (the blob object is as large as the weights) go to a local cache that the build
+    deletes afterwards, so the global cache does not grow by a model's size per build."""
     env = dict(os.environ)
     env["ZIG_GLOBAL_CACHE_DIR"] = zig_cache_dir()
-    env.setdefault("ZIG_LOCAL_CACHE_DIR", os.path.join(zig_cache_dir(), "local"))
+    env["ZIG_LOCAL_CACHE_DIR"] = local_cache or os.path.join(zig_cache_dir(), "local")
     # Reproducibility: no timestamps from the environment leak into objects.
     env["SOURCE_DATE_EPOCH"] = "0"
     return env
@@ -43,12 +46,12 @@ def zig_version() -> str:
     return r.stdout.strip()
 
 
-def run_zig(args: list, cwd: str, what: str, log=None):
+def run_zig(args: list, cwd: str, what: str, log=None, local_cache: str | None = None):
     """Run `zig <args>` in cwd; a failure becomes a one-line BitnetError (full output in a log file)."""
     cmd = zig_command() + args
     if log:
         log("  $ zig " + " ".join(shlex.quote(a) for a in args))
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=zig_env())
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=zig_env(local_cache))
     if r.returncode != 0:
         logf = os.path.join(cwd, "build-error.log")
         with open(logf, "w") as f:

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------------------ */
 /* Contexts                                                                             */
@@ -45,6 +46,17 @@ bn_context *bn_create(int n_ctx, int n_threads) {
         bn_set_error("thread count %d is out of range 1..256", n_threads);
         return NULL;
     }
+    /* Refuse a KV cache the machine cannot hold, before the kernel's overcommit lets us
+     * start and the OOM killer ends us later. */
+    double kv_bytes = 2.0 * BN_N_LAYER * (double)n_ctx * BN_KV_DIM * sizeof(float);
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && kv_bytes > 0.8 * (double)pages * (double)page) {
+        bn_set_error("a %d-token context needs %.0f MiB of KV cache, more than this machine's %.0f MiB of memory allows; "
+                     "lower --ctx", n_ctx, kv_bytes / (1 << 20), (double)pages * page / (1 << 20));
+        return NULL;
+    }
+#endif
     bn_context *c = calloc(1, sizeof *c);
     if (!c) { bn_set_error("out of memory"); return NULL; }
     int failed = 0;
