@@ -38,6 +38,7 @@ def cache_key(gguf_path: str) -> str:
 def shared_library(gguf_path: str, log=None) -> str:
     """The path of a host shared library of this model, built now if the cache has none."""
     from .build import build
+    from .gguf_import import load_gguf
     if not os.path.isfile(gguf_path):
         raise BitnetError(f"{gguf_path}: no such file; check the path")
     root = cache_root()
@@ -50,6 +51,7 @@ def shared_library(gguf_path: str, log=None) -> str:
     except OSError as e:
         raise BitnetError(f"cannot create the build cache {root} ({e.strerror}); "
                           "set BITNET_AOT_BUILD_CACHE to a writable folder") from None
+    model = load_gguf(gguf_path)      # a file that is no model fails here, before any message
     if log:
         log(f"building {os.path.basename(gguf_path)} as a shared library for the tokenizer "
             f"(once; cached in {final})")
@@ -58,7 +60,7 @@ def shared_library(gguf_path: str, log=None) -> str:
     tmp = tempfile.mkdtemp(prefix=".build-", dir=root)
     try:
         build(gguf_path, "host", os.path.join(tmp, "model.so"), build_dir=os.path.join(tmp, "build"),
-              shared=True, log=lambda s: None)
+              shared=True, model=model, log=lambda s: None)
         shutil.rmtree(os.path.join(tmp, "build"), ignore_errors=True)
         try:
             os.rename(tmp, final)

@@ -35,6 +35,7 @@
 #include "text.h"
 #include "tokenizer.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,10 +192,27 @@ static void show_prompt(const session *s) {
     if (s->tty) { fputs("> ", stderr); fflush(stderr); }
 }
 
-/* Encodes text; prints the error and returns -1 on failure. */
-static int encode(const char *text, size_t len, int add_bos, int parse_special, int32_t **ids) {
-    int n = text_encode(text, len, add_bos, parse_special, ids);
-    if (n < 0) fprintf(stderr, "error: %s\n", bn_last_error());
+/* Encodes text into a malloc'ed id array; prints the error and returns -1 on failure.
+ * (Not text_encode: its counting call cannot tell 1000+ ids from an error code.) The
+ * buffer is big enough for any input: every id covers at least one byte of the text except
+ * BOS, EOS and one SentencePiece space prefix per stretch between special tokens. */
+static int encode(const Tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
+                  int32_t **ids) {
+    if (len > (size_t)(INT_MAX - 4) / 2) { fprintf(stderr, "error: the input is too long to tokenize\n"); return -1; }
+    size_t cap = 2 * len + 4;
+    int *tmp = malloc(cap * sizeof *tmp);
+    if (!tmp) { fprintf(stderr, "error: out of memory tokenizing the input\n"); return -1; }
+    int n = tokenizer_encode(t, text, len, add_bos && t->add_bos, parse_special, tmp, (int)cap);
+    if (n < 0) {
+        fprintf(stderr, "error: cannot tokenize the input: %s\n",
+                n <= -1000 ? tokenizer_error_string(n) : "more ids than expected");
+        free(tmp);
+        return -1;
+    }
+    *ids = malloc(((size_t)n + 1) * sizeof **ids);
+    if (!*ids) { free(tmp); fprintf(stderr, "error: out of memory tokenizing the input\n"); return -1; }
+    for (int i = 0; i < n; i++) (*ids)[i] = tmp[i];
+    free(tmp);
     return n;
 }
 
@@ -310,10 +328,14 @@ static int run_chat(session *s) {
         int got = read_line(stdin, &lr);
         if (got < 0) { rc = 2; break; }
         if (got == 0) { if (s->tty) fputc('\n', stderr); break; }
-        if (blank(lr.buf, lr.len)) continue;
+        /* a message is a C string: drop NUL bytes rather than cut the line at the first */
+        size_t len = 0;
+        for (size_t i = 0; i < lr.len; i++)
+            if (lr.buf[i] != '\0') lr.buf[len++] = lr.buf[i];
+        lr.buf[len] = '\0';
+        if (blank(lr.buf, len)) continue;
 
-        if (conv_add(&cv, "user", lr.buf, strlen(lr.buf)) != 0) { fprintf(stderr, "error: out of memory\n"); rc = 2; break; }
-        size_t len;
+        if (conv_add(&cv, "user", lr.buf, len) != 0) { fprintf(stderr, "error: out of memory\n"); rc = 2; break; }
         char *text = format_conversation(fmt, &cv, eos, &len);
         if (!text) { fprintf(stderr, "error: out of memory\n"); rc = 2; break; }
         if (len < prev_len || (prev_len > 0 && memcmp(text, prev, prev_len) != 0)) {
@@ -324,7 +346,7 @@ static int run_chat(session *s) {
             break;
         }
         int32_t *ids;
-        int n = encode(text + prev_len, len - prev_len, prev_len == 0, 1, &ids);
+        int n = encode(s->tok, text + prev_len, len - prev_len, prev_len == 0, 1, &ids);
         free(prev);
         prev = text;
         prev_len = len;
@@ -353,7 +375,7 @@ static int run_interactive(session *s) {
     int first = 1, rc = 0;
     if (o->prompt) {
         int32_t *ids;
-        int n = encode(o->prompt, strlen(o->prompt), 1, o->parse_special, &ids);
+        int n = encode(s->tok, o->prompt, strlen(o->prompt), 1, o->parse_special, &ids);
         if (n < 0) return 2;
         /* echo the prompt like one-shot generation does, the continuation follows it */
         text_stream echo;
@@ -375,7 +397,7 @@ static int run_interactive(session *s) {
         int n = 0;
         if (lr.len > 0 || first) {
             /* BOS only at the very start; the text as it is, no newline added */
-            n = encode(lr.buf, lr.len, first, o->parse_special, &ids);
+            n = encode(s->tok, lr.buf, lr.len, first, o->parse_special, &ids);
             if (n < 0) { rc = 2; break; }
         }
         first = 0;

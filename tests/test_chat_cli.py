@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -256,9 +258,10 @@ def test_chat_context_fills_cleanly(models):
     rc, out, err = run(exe, ["--chat", "--ctx", "48", *GEN], b"Hello there\n" * 10)
     assert rc == 0, err
     assert "the context is full" in err
-    # a first message longer than the whole context is an error
-    rc, out, err = run(exe, ["--chat", "--ctx", "16", *GEN], b"word " * 40 + b"\n")
-    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: the prompt has")
+    # a first message longer than the whole context is an error (also past 1000 ids)
+    for n_words, ctx in ((40, "16"), (1500, "512")):
+        rc, out, err = run(exe, ["--chat", "--ctx", ctx, *GEN], b"word " * n_words + b"\n")
+        assert rc == 2 and err.strip().splitlines()[-1].startswith("error: the prompt has"), err
 
 
 def test_unknown_template_falls_back_to_bitnet(tmp_path, vocab, enc):
@@ -345,3 +348,46 @@ def test_tokenize_command_errors(tmp_path, cli_env):
     bad.write_bytes(b"not a gguf file at all, just text" * 4)
     rc, out, err = tokenize_cli([str(bad), "x"], cli_env)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+
+
+# -------------------------------------------------------------------------------------
+# Sanitizers
+# -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs the system gcc for ASan/UBSan")
+def test_chat_and_interactive_clean_under_asan_ubsan(models, tmp_path):
+    """The generated tree compiled by gcc with -fsanitize=address,undefined; chat_cli.c also
+    with -Werror (the other files' warnings are theirs to check), fed hostile input.
+    (slow: about 35 s here, most of it gcc and ASan-instrumented decoding)"""
+    from bitnet_aot.build import build
+    gguf, _ = models["bitnet"]
+    d = tmp_path / "san"
+    res = build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
+    (d / "obj").mkdir(exist_ok=True)
+    objs = []
+    for cmd in res.commands[:-1]:
+        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
+        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f"))
+                 and a != "-mcmodel=medium" and (a != "-Werror" or src.endswith("chat_cli.c"))]
+        r = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+                           + flags + ["-c", src, "-o", obj], cwd=str(d), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        objs.append(obj)
+    r = subprocess.run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"],
+                       cwd=str(d), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    exe = str(d / "san")
+    rng = random.Random(3)
+    noise = bytes(rng.randrange(256) for _ in range(3000))
+    hostile = b"Hi\n\xff\xfe caf\xe9\n\x00abc\x00\n\r\n  \n" + noise + b"\nlast line, no newline"
+    for args, stdin in ((["--chat", "--system", "Be brief.", "--temp", "0.8", "-n", "6"], hostile),
+                        (["--chat", "--ctx", "40", "--temp", "0", "-n", "6"], b"Hello there\n" * 8),
+                        (["-i", "-p", "Start", "--temp", "0", "-n", "4"], b"more\n\n\n" + noise[:500] + b"\n"),
+                        (["-i", "-n", "0", "--print-ids"], b"a\nb\n"),
+                        (["--chat", "-n", "3"], b"")):
+        for threads in ("1", "2"):
+            r = subprocess.run([exe, *args, "-t", threads], input=stdin, capture_output=True, timeout=300)
+            err = r.stderr.decode("utf-8", "replace")
+            assert "runtime error" not in err and "Sanitizer" not in err, err
+            assert r.returncode in (0, 2), err
