@@ -33,6 +33,8 @@ import os
 import sys
 import threading
 import time
+
+import numpy as np
 from typing import Iterator, List, Optional, Sequence
 
 from cffi import FFI
@@ -84,6 +86,13 @@ int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predic
                 const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user);
 int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids);
 long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
+int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode);
+int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits);
+uint64_t bn_rng_init(uint64_t seed);
+int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state);
+int bn_is_eog(int32_t token);
+int bn_pos(const bn_context *c);
+int bn_n_ctx(const bn_context *c);
 """
 
 _ffi = FFI()
@@ -432,42 +441,61 @@ class BitNetModel:
                        top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
                        repeat_last_n: int = 64, seed: int = 42, stop: Optional[Sequence[str]] = None,
                        ignore_eos: bool = False) -> List[str]:
-        """generate() for every prompt, run at the same time: one context (KV cache) per
-        prompt over the shared weights, each on its own thread with n_threads / len(prompts)
-        pool threads. The outputs equal sequential generate() calls (same C sampler, same
-        seed per prompt). Decoding steps are not yet fused into one batched matmul: that
-        needs bn_eval_batch in the C API (see the module's notes)."""
+        """generate() for every prompt, decoded together: one context (KV cache) per prompt,
+        and every decoding step is one bn_eval_batch call, so each weight tile is read once
+        for all prompts (batched matmuls). Same C sampler and the same per-prompt seed as
+        generate(), so the outputs equal sequential generate() calls."""
         prompts = list(prompts)
         if not prompts:
             return []
-        for p in prompts:                           # errors (context length, ...) before any work
-            self._prepare(p, max_tokens)
-        per = max(1, self.n_threads // len(prompts))
-        with self._lock:
-            idle = self._contexts.setdefault(per, [])
-            ctxs = [idle.pop() for _ in range(min(len(idle), len(prompts)))]
-        while len(ctxs) < len(prompts):
-            ctxs.append(self._new_context(per))
+        prepared = [self._prepare(p, max_tokens) for p in prompts]   # errors before any work
+        if len(prompts) > 32:          # the compiled batch size (BN_BATCH)
+            return [t for i in range(0, len(prompts), 32)
+                    for t in self.generate_batch(prompts[i:i + 32], max_tokens, temperature, top_k, top_p, min_p,
+                                                 repeat_penalty, repeat_last_n, seed, stop, ignore_eos)]
         s = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
-        results: list = [None] * len(prompts)
-
-        def work(i):
-            try:
-                results[i] = self._run(ctxs[i], prompts[i], max_tokens, stop, ignore_eos, lambda piece: False, s)
-            except BaseException as e:
-                results[i] = e
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        with self._lock:
-            self._contexts[per].extend(ctxs)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return results
+        V = self.lib.bn_n_vocab()
+        ctxs = [self._new_context(self.n_threads) for _ in prompts]
+        try:
+            streams = [_TextStream(self, ids, list(stop or [])) for ids, _ in prepared]
+            hist = [list(ids) for ids, _ in prepared]
+            rng = [_ffi.new("uint64_t *", self.lib.bn_rng_init(seed)) for _ in prompts]
+            logits = np.empty((len(prompts), V), dtype=np.float32)
+            for i, (ids, _) in enumerate(prepared):          # prompts: each its own prefill
+                p = _ffi.new("int32_t[]", ids)
+                if self.lib.bn_eval(ctxs[i], p, len(ids), _ffi.cast("float *", logits[i].ctypes.data), 1) != 0:
+                    raise GenerationError(self._error())
+            active = list(range(len(prompts)))
+            n_gen = [0] * len(prompts)
+            while active:
+                step = []                                     # (sequence, token) still going
+                for i in active:
+                    h = _ffi.new("int32_t[]", hist[i])
+                    tok = self.lib.bn_sample(_ffi.cast("float *", logits[i].ctypes.data), s, h, len(hist[i]), rng[i])
+                    if tok < 0:
+                        raise GenerationError(self._error())
+                    hist[i].append(tok)
+                    n_gen[i] += 1
+                    streams[i].push(tok)
+                    # the same stopping rules, in the same order, as bn_generate
+                    if streams[i].stopped or (not ignore_eos and self.lib.bn_is_eog(tok)) \
+                            or n_gen[i] == prepared[i][1] or self.lib.bn_pos(ctxs[i]) >= self.lib.bn_n_ctx(ctxs[i]):
+                        continue
+                    step.append((i, tok))
+                active = [i for i, _ in step]
+                if step:
+                    cs = _ffi.new("bn_context *[]", [ctxs[i] for i in active])
+                    toks = _ffi.new("int32_t[]", [t for _, t in step])
+                    out = np.empty((len(step), V), dtype=np.float32)
+                    if self.lib.bn_eval_batch(cs, toks, len(step), _ffi.cast("float *", out.ctypes.data)) != 0:
+                        raise GenerationError(self._error())
+                    for row, i in enumerate(active):
+                        logits[i] = out[row]
+            for ts in streams:
+                ts.finish()
+            return [ts.text for ts in streams]
+        finally:
+            del ctxs                                          # freed by their ffi.gc finalizers
 
     def __repr__(self):
         return f"BitNetModel({self.library!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"

@@ -44,6 +44,13 @@ int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, in
  * length, or -1 without a tokenizer). special: print control tokens as their text. */
 long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
 
+/* One decoding step for n independent sequences, each in its own context: the matmuls run
+ * batched (each weight tile read once for all n) on cs[0]'s buffers and threads; row i uses
+ * cs[i]'s position and KV cache, and each cs[i] advances by one token. logits: (n, V) or
+ * NULL. All contexts must be distinct, n <= the compiled batch size, and no context larger
+ * than cs[0]'s. Returns 0 or -1 (bn_last_error). */
+int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits);
+
 /* ---- sampling ---- */
 typedef struct {
     float temperature;     /* <= 0: greedy */
@@ -56,6 +63,12 @@ typedef struct {
 } bn_sampling;
 
 bn_sampling bn_sampling_default(void);
+
+/* The sampler bn_generate uses, for callers that run their own loop (bn_eval_batch):
+ * logits (V) are modified; rng_state starts as bn_rng_init(seed). Returns a token id. */
+uint64_t bn_rng_init(uint64_t seed);
+int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state);
+int bn_is_eog(int32_t token);     /* end-of-text / end-of-turn */
 
 /* Generate up to n_predict tokens after the prompt (which is evaluated first). Stops at
  * end-of-generation tokens unless ignore_eos. Writes generated ids to out (capacity

@@ -220,8 +220,8 @@ static void rope(float *v, int pos) {
 }
 
 typedef struct {
-    bn_context *c;
-    int layer, n, pos0;
+    bn_context *c;           /* the context whose buffers hold this batch */
+    int layer, n;
 } attn_task;
 
 /* Work item = (token, head); items are split in contiguous ranges across threads. */
@@ -232,13 +232,14 @@ static void attention_worker(void *arg, int ith, int nth) {
     int chunk = (items + nth - 1) / nth;
     int i0 = ith * chunk, i1 = i0 + chunk < items ? i0 + chunk : items;
     float *scores = c->scores + (size_t)ith * c->n_ctx;
-    const float *kc = c->key_cache + (size_t)t->layer * c->n_ctx * BN_KV_DIM;
-    const float *vc = c->value_cache + (size_t)t->layer * c->n_ctx * BN_KV_DIM;
     const float sqrt_d = sqrtf((float)BN_HEAD_DIM);
     for (int it = i0; it < i1; it++) {
         int tok = it / BN_N_HEAD, h = it % BN_N_HEAD;
         int kvh = h / (BN_N_HEAD / BN_N_HEAD_KV);
-        int pos = t->pos0 + tok;
+        int pos = c->row_pos[tok];
+        const bn_context *owner = c->row_owner[tok];      /* whose KV cache this row reads */
+        const float *kc = owner->key_cache + (size_t)t->layer * owner->n_ctx * BN_KV_DIM;
+        const float *vc = owner->value_cache + (size_t)t->layer * owner->n_ctx * BN_KV_DIM;
         const float *q = c->q + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
         float maxs = -INFINITY;
         for (int s = 0; s <= pos; s++) {
@@ -264,14 +265,14 @@ static void attention_worker(void *arg, int ith, int nth) {
 /* The forward pass over a batch of n <= BN_BATCH tokens                                */
 /* ------------------------------------------------------------------------------------ */
 
-static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
+/* Rows t in [0, n) of c's buffers; row t belongs to sequence c->row_owner[t] at position
+ * c->row_pos[t] (its KV cache is written there and attention reads that cache). */
+static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
     const bn_weights_index *W = &BN_WEIGHTS_INDEX;
     for (int t = 0; t < n; t++) matrix_row(c->x + (size_t)t * BN_N_EMBD, W->token_embd, BN_EMBD_F16, tokens[t]);
 
     for (int l = 0; l < BN_N_LAYER; l++) {
         const bn_layer_ref *L = &W->layers[l];
-        float *kc = c->key_cache + ((size_t)l * c->n_ctx + c->pos) * BN_KV_DIM;
-        float *vc = c->value_cache + ((size_t)l * c->n_ctx + c->pos) * BN_KV_DIM;
 
         /* attention block */
         for (int t = 0; t < n; t++)
@@ -280,12 +281,14 @@ static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
         ternary_matmul(c, c->k, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wk, BN_KV_DIM);
         ternary_matmul(c, c->v, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wv, BN_KV_DIM);
         for (int t = 0; t < n; t++) {
-            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, c->pos + t);
-            for (int h = 0; h < BN_N_HEAD_KV; h++) rope(c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM, c->pos + t);
+            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, c->row_pos[t]);
+            for (int h = 0; h < BN_N_HEAD_KV; h++) rope(c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM, c->row_pos[t]);
+            bn_context *owner = c->row_owner[t];
+            size_t at_kv = ((size_t)l * owner->n_ctx + (size_t)c->row_pos[t]) * BN_KV_DIM;
+            memcpy(owner->key_cache + at_kv, c->k + (size_t)t * BN_KV_DIM, BN_KV_DIM * sizeof(float));
+            memcpy(owner->value_cache + at_kv, c->v + (size_t)t * BN_KV_DIM, BN_KV_DIM * sizeof(float));
         }
-        memcpy(kc, c->k, (size_t)n * BN_KV_DIM * sizeof(float));
-        memcpy(vc, c->v, (size_t)n * BN_KV_DIM * sizeof(float));
-        attn_task at = {c, l, n, c->pos};
+        attn_task at = {c, l, n};
         bn_pool_run(c->pool, attention_worker, &at);
         if (BN_SUB_NORMS)
             for (int t = 0; t < n; t++)
@@ -310,6 +313,12 @@ static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
         ternary_matmul(c, c->tmp, c->hg, n, BN_N_FF, BN_KP_FF, &L->w_down, BN_N_EMBD);
         for (size_t i = 0; i < (size_t)n * BN_N_EMBD; i++) c->x[i] += c->tmp[i];
     }
+}
+
+/* n consecutive tokens of one sequence. */
+static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
+    for (int t = 0; t < n; t++) { c->row_owner[t] = c; c->row_pos[t] = c->pos + t; }
+    forward_rows(c, tokens, n);
     c->pos += n;
 }
 
@@ -359,5 +368,26 @@ int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logi
         }
         done += b;
     }
+    return 0;
+}
+
+int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits) {
+    if (n < 1 || n > BN_BATCH) { bn_set_error("batch of %d sequences is outside 1..%d", n, BN_BATCH); return -1; }
+    bn_context *work = cs[0];
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= BN_N_VOCAB) {
+            bn_set_error("token id %d is outside the vocabulary (0..%d)", (int)tokens[i], BN_N_VOCAB - 1);
+            return -1;
+        }
+        if (cs[i]->pos + 1 > cs[i]->n_ctx) { bn_set_error("context full for sequence %d", i); return -1; }
+        if (cs[i]->n_ctx > work->n_ctx) { bn_set_error("sequence %d has a larger context than sequence 0", i); return -1; }
+        for (int j = 0; j < i; j++)
+            if (cs[j] == cs[i]) { bn_set_error("sequence %d appears twice in the batch", i); return -1; }
+    }
+    for (int i = 0; i < n; i++) { work->row_owner[i] = cs[i]; work->row_pos[i] = cs[i]->pos; }
+    forward_rows(work, tokens, n);
+    for (int i = 0; i < n; i++) cs[i]->pos++;
+    if (logits)
+        for (int i = 0; i < n; i++) compute_logits(work, i, logits + (size_t)i * BN_N_VOCAB);
     return 0;
 }

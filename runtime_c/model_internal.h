@@ -35,6 +35,9 @@ struct bn_context {
     int32_t *acc;            /* (BN_BATCH, OUT_MAX) integer matmul results */
     float *scores;           /* (n_threads, n_ctx) attention scores, one row per thread */
 
+    struct bn_context *row_owner[BN_BATCH];  /* sequence of each batch row (itself, or others in bn_eval_batch) */
+    int row_pos[BN_BATCH];   /* position of each batch row in its sequence */
+
     float *key_cache;        /* (L, n_ctx, KV) */
     float *value_cache;      /* (L, n_ctx, KV) */
 

@@ -6,6 +6,7 @@
  */
 #include "bitnet.h"
 #include "model_internal.h"
+#include "text.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -91,8 +92,24 @@ static int sample_token(float *logits, const bn_sampling *s, const int32_t *hist
     return cand[n - 1].id;
 }
 
+/* End of generation: every end-of-generation token the tokenizer lists (EOS, EOT, <|eom_id|>,
+ * ...), or just EOS/EOT when the model has no tokenizer. */
 static int is_end_of_generation(int id) {
+    const Tokenizer *t = text_tokenizer();
+    if (t) return tokenizer_is_eog(t, id);
     return id == BN_EOS_ID || id == BN_EOT_ID;
+}
+
+int bn_is_eog(int32_t token) { return is_end_of_generation(token); }
+
+uint64_t bn_rng_init(uint64_t seed) { return seed ? seed : 0x9E3779B97F4A7C15ULL; }
+
+int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state) {
+    candidate *cand = malloc((size_t)BN_N_VOCAB * sizeof(candidate));      /* (V) */
+    if (!cand) { bn_set_error("out of memory"); return -1; }
+    int id = sample_token(logits, s, hist, n_hist, rng_state, cand);
+    free(cand);
+    return id;
 }
 
 int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
@@ -108,7 +125,7 @@ int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predic
         return -1;
     }
     memcpy(hist, prompt, (size_t)n_prompt * sizeof(int32_t));
-    uint64_t rng = s->seed ? s->seed : 0x9E3779B97F4A7C15ULL;
+    uint64_t rng = bn_rng_init(s->seed);
     int n_gen = 0, rc = 0;
 
     double t0 = now_seconds();

@@ -750,8 +750,8 @@ static void route(int fd, const http_request *req) {
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(req->path, routes[i].path) != 0) continue;
         if (strcmp(req->method, routes[i].method) != 0) {
-            char msg[120];
-            snprintf(msg, sizeof msg, "%s is not allowed on %s (use %s)", req->method, routes[i].path, routes[i].method);
+            char msg[160];
+            snprintf(msg, sizeof msg, "%.16s is not allowed on %.32s (use %.8s)", req->method, routes[i].path, routes[i].method);
             send_error(fd, 405, msg);
             return;
         }

@@ -28,13 +28,18 @@ int text_encode(const char *text, size_t len, int add_bos, int parse_special, in
     const Tokenizer *t = text_tokenizer();
     *ids = NULL;
     if (!t) { bn_set_error("this model was built without a tokenizer; pass token ids with --ids"); return -1; }
-    int need = tokenizer_encode(t, text, len, add_bos && t->add_bos, parse_special, NULL, 0);
-    if (need <= -1000) { bn_set_error("cannot tokenize the prompt: %s", tokenizer_error_string(need)); return -1; }
-    int n = need < 0 ? -need : need;
-    int *tmp = malloc(((size_t)n + 1) * sizeof(int));
+    /* Every id covers at least one byte of text, apart from BOS, EOS and SentencePiece's
+     * space prefixes (at most one per byte), so 2*len + 4 ids always suffice. */
+    if (len > (size_t)1 << 28) { bn_set_error("the prompt is larger than 256 MiB"); return -1; }
+    int cap = (int)(2 * len + 4);
+    int *tmp = malloc((size_t)cap * sizeof(int));
     if (!tmp) { bn_set_error("out of memory tokenizing the prompt"); return -1; }
-    int got = tokenizer_encode(t, text, len, add_bos && t->add_bos, parse_special, tmp, n + 1);
-    if (got < 0) { free(tmp); bn_set_error("cannot tokenize the prompt: %s", tokenizer_error_string(got)); return -1; }
+    int got = tokenizer_encode(t, text, len, add_bos && t->add_bos, parse_special, tmp, cap);
+    if (got < 0) {
+        free(tmp);
+        bn_set_error("cannot tokenize the prompt: %s", tokenizer_error_string(got));
+        return -1;
+    }
     int32_t *out = malloc(((size_t)got + 1) * sizeof(int32_t));
     if (!out) { free(tmp); bn_set_error("out of memory"); return -1; }
     for (int i = 0; i < got; i++) out[i] = tmp[i];
