@@ -1,0 +1,241 @@
+"""End-to-end benchmark: bitnet-aot vs llama.cpp on the same GGUF, side by side.
+
+    python bench/e2e.py [--shape 2b4t|small] [--threads 1,2] [--reps 5] [--kernels i2s,tl2] [--head f16]
+
+1. writes a BitNet-b1.58-2B-4T-shaped random-weight GGUF (architecture `bitnet`, TQ2_0
+   projections, F16 tied embedding: a file llama.cpp reads too), cached between runs;
+2. builds it with bitnet-aot for this machine, once per kernel, timing the build;
+3. installs llama-cpp-python (PyPI, built from source) into its own cached venv the first
+   time — the build takes 10-20 minutes on two cores; progress is printed;
+4. alternates the systems run by run, median of --reps runs each: decode tok/s (64 tokens
+   after an 8-token prompt), prompt tok/s (128-token prompt), time to first token (16-token
+   prompt, process start to first token for bitnet-aot; model already loaded for llama.cpp,
+   whose load time is reported separately), peak RSS, binary size minus weights;
+5. measures memory read bandwidth in the same run (bench/kernel_bench.c) and reports decode
+   as a fraction of the roofline: bytes read per decoded token / bandwidth;
+6. prints one table and writes bench/results/<date>-<host>-e2e.json.
+The machine is shared: only ratios measured in the same run mean anything.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CACHE = os.path.expanduser(os.environ.get("BITNET_AOT_BENCH_CACHE", "~/.cache/bitnet-aot/bench"))
+LLAMA_VERSION = "0.3.36"
+
+# Runs inside the llama-cpp-python venv: one measurement, printed as JSON.
+LLAMA_RUNNER = r'''
+import json, sys, time
+from llama_cpp import Llama
+path, threads, mode, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+t0 = time.perf_counter()
+llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, n_batch=512,
+            verbose=False, use_mmap=True)
+load = time.perf_counter() - t0
+toks = [(7 * i + 3) % 1000 + 100 for i in range(n)]
+out = {"load_s": load}
+if mode == "prompt":
+    t = time.perf_counter(); llm.eval(toks); out["seconds"] = time.perf_counter() - t; out["tokens"] = n
+elif mode == "ttft":
+    t = time.perf_counter(); llm.eval(toks); llm.sample(temp=0.0); out["seconds"] = time.perf_counter() - t
+else:  # decode: 8-token prompt, then n greedy tokens one at a time
+    llm.eval(toks[:8])
+    t = time.perf_counter()
+    for _ in range(n):
+        tok = llm.sample(temp=0.0)
+        llm.eval([tok])
+    out["seconds"] = time.perf_counter() - t; out["tokens"] = n
+import resource
+out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(out))
+'''
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def model_path(shape: str) -> str:
+    from bitnet_aot.factory import SHAPES_2B4T, make_test_model
+    os.makedirs(CACHE, exist_ok=True)
+    p = os.path.join(CACHE, f"{shape}-bitnet-tq2_0-f16.gguf")
+    if not os.path.exists(p):
+        shp = dict(SHAPES_2B4T) if shape == "2b4t" else dict(n_embd=1024, n_layer=8, n_ff=2816, n_head=16,
+                                                               n_head_kv=4, n_vocab=32000, n_ctx=2048)
+        log(f"writing {p} (cached for later runs) ...")
+        make_test_model(p + ".tmp", "bitnet", "tq2_0", tokenizer="bpe", embd_type="f16", seed=1, **shp)
+        os.replace(p + ".tmp", p)
+    return p
+
+
+def llama_python() -> str | None:
+    venv = os.path.join(CACHE, "llamacpp-venv")
+    py = os.path.join(venv, "bin", "python")
+    ok = os.path.exists(py) and subprocess.run([py, "-c", "import llama_cpp"], capture_output=True).returncode == 0
+    if ok:
+        return py
+    log(f"installing llama-cpp-python=={LLAMA_VERSION} into {venv} (builds llama.cpp from source: 10-20 min) ...")
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    proc = subprocess.Popen([py, "-m", "pip", "install", f"llama-cpp-python=={LLAMA_VERSION}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON"))
+    t0 = time.time()
+    for line in proc.stdout:
+        if "Building" in line or "Successfully" in line or "error" in line.lower():
+            log(f"  [{time.time() - t0:5.0f} s] {line.rstrip()[:120]}")
+    if proc.wait() != 0:
+        log("llama-cpp-python could not be installed; measuring bitnet-aot alone")
+        return None
+    return py
+
+
+def ours(exe: str, mode: str, threads: int, n: int) -> dict:
+    toks = " ".join(str((7 * i + 3) % 1000 + 100) for i in range(max(n, 8)))
+    if mode == "prompt":
+        args = ["--ids", toks, "-n", "1"]
+    elif mode == "ttft":
+        args = ["--ids", toks, "-n", "1"]
+    else:
+        args = ["--ids", " ".join(toks.split()[:8]), "-n", str(n)]
+    cmd = ["/usr/bin/time", "-f", "MAXRSS %M", exe] + args + ["-t", str(threads), "--temp", "0", "--ignore-eos",
+                                                             "--print-ids", "--ctx", "512"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{exe} failed: {r.stderr[-300:]}")
+    m = re.search(r"prompt (\d+) tokens in ([\d.]+) s .*generation (\d+) tokens in ([\d.]+) s", r.stderr)
+    rss = int(re.search(r"MAXRSS (\d+)", r.stderr).group(1))
+    res = {"maxrss_kb": rss}
+    if mode == "prompt":
+        res.update(seconds=float(m.group(2)), tokens=int(m.group(1)))
+    elif mode == "ttft":
+        res.update(seconds=wall)
+    else:
+        res.update(seconds=float(m.group(4)), tokens=int(m.group(3)))
+    return res
+
+
+def theirs(py: str, gguf: str, mode: str, threads: int, n: int) -> dict:
+    r = subprocess.run([py, "-c", LLAMA_RUNNER, gguf, str(threads), mode, str(n)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"llama.cpp failed: {r.stderr[-300:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def membw(threads: int) -> float:
+    from bench import kernels as kb        # bench/kernels.py: builds bench/kernel_bench.c
+    d = tempfile.mkdtemp(prefix="e2e-bw-")
+    try:
+        return kb.membw(kb.build(d), threads, 1.0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", default="2b4t", choices=["2b4t", "small"])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--kernels", default="i2s,tl2")
+    ap.add_argument("--no-llama", action="store_true", help="measure bitnet-aot alone")
+    a = ap.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+    kernels = a.kernels.split(",")
+
+    gguf = model_path(a.shape)
+    from bitnet_aot.build import build
+    exes, builds = {}, {}
+    bdir = os.path.join(CACHE, "builds")
+    os.makedirs(bdir, exist_ok=True)
+    for k in kernels:
+        t0 = time.perf_counter()
+        res = build(gguf, "host", os.path.join(bdir, f"{a.shape}-{k}"), kernel=k, log=lambda s: None)
+        builds[k] = {"seconds": time.perf_counter() - t0, "binary_bytes": os.path.getsize(res.output),
+                     "weights_bytes": res.blob_bytes,
+                     "code_bytes": os.path.getsize(res.output) - res.blob_bytes}
+        exes[k] = res.output
+        log(f"built {k}: {builds[k]['seconds']:.1f} s, code {builds[k]['code_bytes'] / 1024:.0f} KiB")
+    py = None if a.no_llama else llama_python()
+
+    systems = [(f"bitnet-aot {k}", (lambda k: lambda mode, th, n: ours(exes[k], mode, th, n))(k)) for k in kernels]
+    if py:
+        systems.append(("llama.cpp TQ2_0", lambda mode, th, n: theirs(py, gguf, mode, th, n)))
+    modes = [("decode", 64), ("prompt", 128), ("ttft", 16)]
+    results = {}
+    for th in threads:
+        for mode, n in modes:
+            runs = {name: [] for name, _ in systems}
+            for rep in range(a.reps):                      # alternate systems run by run
+                for name, fn in (systems if rep % 2 == 0 else systems[::-1]):
+                    runs[name].append(fn(mode, th, n))
+            for name, rs in runs.items():
+                secs = statistics.median(r["seconds"] for r in rs)
+                results.setdefault(name, {}).setdefault(th, {})[mode] = {
+                    "median_seconds": secs, "tok_s": (rs[0].get("tokens", n) / secs) if mode != "ttft" else None,
+                    "maxrss_kb": max(r["maxrss_kb"] for r in rs), "runs": [r["seconds"] for r in rs]}
+            log(f"{th} thread(s), {mode}: " + ", ".join(
+                f"{nm} {results[nm][th][mode]['median_seconds']:.3f} s" for nm in runs))
+    bw = {th: membw(th) for th in threads}
+
+    # bytes read per decoded token: packed ternary weights + head (tied F16 embedding)
+    from bitnet_aot.gguf_file import GGUFFile
+    g = GGUFFile(gguf)
+    head = g.tensors["token_embd.weight"].nbytes
+    g.close()
+    per_token = {k: builds[k]["weights_bytes"] - head + head for k in kernels}   # the blob holds both
+    print(f"\n{'system':<18} {'thr':>3} {'decode tok/s':>12} {'prompt tok/s':>12} {'TTFT s':>8} {'RSS MiB':>8} "
+          f"{'roofline':>8}")
+    table = []
+    for name in results:
+        for th in threads:
+            r = results[name][th]
+            roof = ""
+            k = name.split()[-1]
+            if k in per_token:
+                roof_tok_s = bw[th] * 1e9 / per_token[k]
+                roof = f"{r['decode']['tok_s'] / roof_tok_s * 100:.0f}%"
+            row = {"system": name, "threads": th, "decode_tok_s": r["decode"]["tok_s"],
+                   "prompt_tok_s": r["prompt"]["tok_s"], "ttft_s": r["ttft"]["median_seconds"],
+                   "maxrss_mib": max(x["maxrss_kb"] for x in r.values()) / 1024, "roofline": roof}
+            table.append(row)
+            print(f"{name:<18} {th:>3} {row['decode_tok_s']:>12.2f} {row['prompt_tok_s']:>12.1f} "
+                  f"{row['ttft_s']:>8.3f} {row['maxrss_mib']:>8.0f} {roof:>8}")
+    if py:
+        for th in threads:
+            base = results["llama.cpp TQ2_0"][th]
+            for k in kernels:
+                mine = results[f"bitnet-aot {k}"][th]
+                print(f"ratio bitnet-aot {k} / llama.cpp, {th} thread(s): decode "
+                      f"{mine['decode']['tok_s'] / base['decode']['tok_s']:.2f}x, prompt "
+                      f"{mine['prompt']['tok_s'] / base['prompt']['tok_s']:.2f}x")
+    print("memory read bandwidth: " + ", ".join(f"{th} thread(s) {bw[th]:.1f} GB/s" for th in threads))
+    print("builds: " + ", ".join(f"{k} {builds[k]['seconds']:.1f} s (code {builds[k]['code_bytes'] / 1024:.0f} KiB)"
+                                 for k in kernels))
+    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": platform.processor(),
+           "shape": a.shape, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
+           "membw_gbps": bw, "bytes_per_token": per_token, "results": results, "table": table,
+           "load": os.getloadavg()}
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    path = os.path.join(ROOT, "bench", "results", f"{out['date']}-{out['host']}-e2e.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=str)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
