@@ -116,7 +116,7 @@ def cmd_build(a):
     from .build import build
     log = (lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr))
     r = build(a.model, a.target, a.output, kernel=a.kernel, weights=a.weights, emit_c=a.emit_c,
-              build_dir=a.build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, log=log)
+              build_dir=a.build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, head=a.head, log=log)
     if r.output:
         print(r.output)
 
@@ -233,6 +233,8 @@ def main(argv=None):
     s.add_argument("--build-dir", metavar="DIR", help="where the generated C goes (default: OUTPUT.build)")
     s.add_argument("--shared", action="store_true", help="build a shared library for the Python binding (host only)")
     s.add_argument("--ctx", type=int, default=0, help="largest context the binary accepts (default: the model's)")
+    s.add_argument("--head", default="auto", choices=["auto", "f16", "f32", "q8", "q4"],
+                   help="precision of the output head (and of the embedding when tied); auto keeps the file's")
     s.add_argument("--ternarize", action="store_true", help="quantize non-ternary projections post-training (quality drops)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(fn=cmd_build)

@@ -69,6 +69,36 @@ static void rows_f32_portable(const float *head, const float *x, float *logits, 
     }
 }
 
+/* q8: int8 codes, one f32 scale per row */
+static void rows_q8_portable(const int8_t *q, const float *d, const float *x, float *logits, int v0, int v1) {
+    for (int v = v0; v < v1; v++) {
+        const int8_t *row = q + (size_t)v * BN_N_EMBD;
+        float sum = 0.0f;
+        for (int i = 0; i < BN_N_EMBD; i++) sum += (float)row[i] * x[i];
+        logits[v] = sum * d[v];
+    }
+}
+
+/* q4: 32-element blocks, two 4-bit codes per byte (low nibble first), one f32 scale per block */
+#define Q4_BLOCK 32
+static void rows_q4_portable(const uint8_t *q, const float *d, const float *x, float *logits, int v0, int v1) {
+    const int nb = BN_N_EMBD / Q4_BLOCK;
+    for (int v = v0; v < v1; v++) {
+        const uint8_t *row = q + (size_t)v * (BN_N_EMBD / 2);
+        float sum = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            float s = 0.0f;
+            for (int j = 0; j < Q4_BLOCK / 2; j++) {
+                uint8_t byte = row[b * (Q4_BLOCK / 2) + j];
+                s += (float)((int)(byte & 15) - 8) * x[b * Q4_BLOCK + 2 * j];
+                s += (float)((int)(byte >> 4) - 8) * x[b * Q4_BLOCK + 2 * j + 1];
+            }
+            sum += s * d[(size_t)v * nb + b];
+        }
+        logits[v] = sum;
+    }
+}
+
 /* ---- x86-64 AVX2 + F16C + FMA rows (chosen at run time) ---- */
 #if defined(__x86_64__)
 #define AVX2_FNS __attribute__((target("avx2,f16c,fma")))
@@ -102,6 +132,46 @@ AVX2_FNS static void rows_f16_avx2(const uint16_t *head, const float *x, float *
     }
 }
 
+AVX2_FNS static void rows_q8_avx2(const int8_t *q, const float *d, const float *x, float *logits, int v0, int v1) {
+    const int n8 = BN_N_EMBD / 8 * 8;
+    for (int v = v0; v < v1; v++) {
+        const int8_t *row = q + (size_t)v * BN_N_EMBD;
+        __m256 acc = _mm256_setzero_ps();
+        int i = 0;
+        for (; i < n8; i += 8) {
+            __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + i))));
+            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i), acc);
+        }
+        float sum = hsum256(acc);
+        for (; i < BN_N_EMBD; i++) sum += (float)row[i] * x[i];
+        logits[v] = sum * d[v];
+    }
+}
+
+/* x rearranged per 32-block as (even elements, odd elements) so low and high nibbles line up */
+AVX2_FNS static void rows_q4_avx2(const uint8_t *q, const float *d, const float *x, float *logits, int v0, int v1) {
+    const int nb = BN_N_EMBD / Q4_BLOCK;
+    const __m128i mask = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    for (int v = v0; v < v1; v++) {
+        const uint8_t *row = q + (size_t)v * (BN_N_EMBD / 2);
+        __m256 total = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            __m128i bytes = _mm_loadu_si128((const __m128i *)(row + b * 16));
+            __m128i lo = _mm_sub_epi8(_mm_and_si128(bytes, mask), eight);                  /* elements 0,2,..,30 */
+            __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight); /* elements 1,3,..,31 */
+            __m128i e0 = _mm_unpacklo_epi8(lo, hi);     /* elements 0..15 in order */
+            __m128i e1 = _mm_unpackhi_epi8(lo, hi);     /* elements 16..31 */
+            const float *xb = x + b * Q4_BLOCK;
+            __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(e0)), _mm256_loadu_ps(xb));
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(e0, 8))), _mm256_loadu_ps(xb + 8), s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(e1)), _mm256_loadu_ps(xb + 16), s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(e1, 8))), _mm256_loadu_ps(xb + 24), s);
+            total = _mm256_fmadd_ps(s, _mm256_set1_ps(d[(size_t)v * nb + b]), total);
+        }
+        logits[v] = hsum256(total);
+    }
+}
+
 AVX2_FNS static void rows_f32_avx2(const float *head, const float *x, float *logits, int v0, int v1) {
     const int n8 = BN_N_EMBD / 8 * 8;
     for (int v = v0; v < v1; v++) {
@@ -116,15 +186,54 @@ AVX2_FNS static void rows_f32_avx2(const float *head, const float *x, float *log
 }
 #endif
 
-/* logits[v] for v in [v0, v1): head is [V, E] f16 (is_f16) or f32, x is (E). */
-void head_rows(const void *head, int is_f16, const float *x, float *logits, int v0, int v1) {
+/* logits[v] for v in [v0, v1): m is a [V, E] matrix stored as `type` (BN_MAT_*), x is (E). */
+void head_rows(const bn_matrix_ref *m, int type, const float *x, float *logits, int v0, int v1) {
+    const uint8_t *data = bn_blob() + m->data;
+    const float *scales = (const float *)(bn_blob() + m->scales);
 #if defined(__x86_64__) && !defined(KERNELS_SCALAR_ONLY)
     if (kernel_cpu_features() & KCPU_AVX2) {
-        if (is_f16) rows_f16_avx2(head, x, logits, v0, v1);
-        else rows_f32_avx2(head, x, logits, v0, v1);
-        return;
+        switch (type) {
+        case BN_MAT_F16: rows_f16_avx2((const uint16_t *)data, x, logits, v0, v1); return;
+        case BN_MAT_Q8: rows_q8_avx2((const int8_t *)data, scales, x, logits, v0, v1); return;
+        case BN_MAT_Q4: rows_q4_avx2(data, scales, x, logits, v0, v1); return;
+        default: rows_f32_avx2((const float *)data, x, logits, v0, v1); return;
+        }
     }
 #endif
-    if (is_f16) rows_f16_portable(head, x, logits, v0, v1);
-    else rows_f32_portable(head, x, logits, v0, v1);
+    switch (type) {
+    case BN_MAT_F16: rows_f16_portable((const uint16_t *)data, x, logits, v0, v1); return;
+    case BN_MAT_Q8: rows_q8_portable((const int8_t *)data, scales, x, logits, v0, v1); return;
+    case BN_MAT_Q4: rows_q4_portable(data, scales, x, logits, v0, v1); return;
+    default: rows_f32_portable((const float *)data, x, logits, v0, v1); return;
+    }
+}
+
+/* One row of a [V, E] matrix as f32: the embedding lookup. */
+void matrix_row(float *out, const bn_matrix_ref *m, int type, int row) {
+    const uint8_t *data = bn_blob() + m->data;
+    const float *scales = (const float *)(bn_blob() + m->scales);
+    switch (type) {
+    case BN_MAT_F16: {
+        const uint16_t *p = (const uint16_t *)data + (size_t)row * BN_N_EMBD;
+        for (int i = 0; i < BN_N_EMBD; i++) out[i] = f16_table[p[i]];
+        return;
+    }
+    case BN_MAT_Q8: {
+        const int8_t *p = (const int8_t *)data + (size_t)row * BN_N_EMBD;
+        for (int i = 0; i < BN_N_EMBD; i++) out[i] = (float)p[i] * scales[row];
+        return;
+    }
+    case BN_MAT_Q4: {
+        const uint8_t *p = data + (size_t)row * (BN_N_EMBD / 2);
+        const float *d = scales + (size_t)row * (BN_N_EMBD / Q4_BLOCK);
+        for (int i = 0; i < BN_N_EMBD; i += 2) {
+            out[i] = (float)((int)(p[i / 2] & 15) - 8) * d[i / Q4_BLOCK];
+            out[i + 1] = (float)((int)(p[i / 2] >> 4) - 8) * d[i / Q4_BLOCK];
+        }
+        return;
+    }
+    default:
+        memcpy(out, (const float *)data + (size_t)row * BN_N_EMBD, BN_N_EMBD * sizeof(float));
+        return;
+    }
 }

@@ -127,20 +127,6 @@ static void rmsnorm(float *out, const float *x, const float *w, int n) {
     for (int i = 0; i < n; i++) out[i] = (float)(x[i] / r) * w[i];
 }
 
-/* One row of an embedding-like [V, E] matrix, as f32. */
-static void matrix_row(float *out, uint64_t offset, int is_f16, int row) {
-    if (is_f16) {
-        const uint16_t *p = (const uint16_t *)(bn_blob() + offset) + (size_t)row * BN_N_EMBD;
-        for (int i = 0; i < BN_N_EMBD; i++) out[i] = f16_to_f32(p[i]);
-    } else {
-        memcpy(out, f32_at(offset) + (size_t)row * BN_N_EMBD, BN_N_EMBD * sizeof(float));
-    }
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Ternary matmul: per-token int8 quantization, integer kernel, float rescale            */
-/* ------------------------------------------------------------------------------------ */
-
 /* Round to nearest, ties to even, for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
  * the integer part, rounded by the FPU's default mode (ties to even). Same as np.rint. */
 static float round_half_even(float v) {
@@ -269,7 +255,7 @@ static void attention_worker(void *arg, int ith, int nth) {
  * c->row_pos[t] (its KV cache is written there and attention reads that cache). */
 static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
     const bn_weights_index *W = &BN_WEIGHTS_INDEX;
-    for (int t = 0; t < n; t++) matrix_row(c->x + (size_t)t * BN_N_EMBD, W->token_embd, BN_EMBD_F16, tokens[t]);
+    for (int t = 0; t < n; t++) matrix_row(c->x + (size_t)t * BN_N_EMBD, &W->token_embd, BN_EMBD_TYPE, tokens[t]);
 
     for (int l = 0; l < BN_N_LAYER; l++) {
         const bn_layer_ref *L = &W->layers[l];
@@ -335,7 +321,7 @@ static void head_worker(void *arg, int ith, int nth) {
     head_task *t = arg;
     int chunk = (BN_N_VOCAB + nth - 1) / nth;
     int v0 = ith * chunk, v1 = v0 + chunk < BN_N_VOCAB ? v0 + chunk : BN_N_VOCAB;
-    if (v0 < v1) head_rows(bn_blob() + BN_WEIGHTS_INDEX.output, BN_HEAD_F16, t->x, t->logits, v0, v1);
+    if (v0 < v1) head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, t->x, t->logits, v0, v1);
 }
 
 static void compute_logits(bn_context *c, int token_in_batch, float *logits) {

@@ -49,7 +49,10 @@ struct bn_context {
 /* head.c: the output head and f16 conversion */
 void head_init(void);
 float f16_to_f32(uint16_t h);
-void head_rows(const void *head, int is_f16, const float *x, float *logits, int v0, int v1);
+/* logits[v] = dot(row v of m, x) for v in [v0, v1); m stored as `type` (BN_MAT_*). */
+void head_rows(const bn_matrix_ref *m, int type, const float *x, float *logits, int v0, int v1);
+/* One row of m as f32 (embedding lookup). */
+void matrix_row(float *out, const bn_matrix_ref *m, int type, int row);
 
 /* Record the message bn_last_error() returns (printf-style). */
 void bn_set_error(const char *fmt, ...)

@@ -11,6 +11,17 @@
 
 #include "model_config.h"
 
+/* Storage of a float matrix [V, E] (embedding, head): BN_EMBD_TYPE / BN_HEAD_TYPE. */
+#define BN_MAT_F32 0   /* data: f32 [V][E] */
+#define BN_MAT_F16 1   /* data: f16 [V][E] */
+#define BN_MAT_Q8  2   /* data: int8 [V][E]; scales: f32 [V] (one per row) */
+#define BN_MAT_Q4  3   /* data: uint8 [V][E/2], codes 0..15 = (c-8)*d, low nibble first; scales: f32 [V][E/32] */
+
+typedef struct {
+    uint64_t data;         /* see BN_MAT_* */
+    uint64_t scales;       /* quantized types only */
+} bn_matrix_ref;
+
 typedef struct {
     uint64_t offset;       /* packed codes (kernel layout, see kernels/kernels.h), [M][KP/4] bytes */
     float scale;           /* per-tensor weight scale: W = codes * scale */
@@ -31,8 +42,8 @@ typedef struct {
 } bn_layer_ref;
 
 typedef struct {
-    uint64_t token_embd;      /* [V, E], f16 if BN_EMBD_F16 else f32 */
-    uint64_t output;          /* [V, E], f16 if BN_HEAD_F16 else f32; same as token_embd when tied */
+    bn_matrix_ref token_embd; /* [V, E], stored as BN_EMBD_TYPE */
+    bn_matrix_ref output;     /* [V, E], stored as BN_HEAD_TYPE; the same matrix when tied */
     uint64_t output_norm;     /* f32 [E] */
     uint64_t tokenizer;       /* tokenizer blob (see tokenizer.h), BN_TOKENIZER_BYTES bytes */
     bn_layer_ref layers[BN_N_LAYER];

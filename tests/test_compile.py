@@ -234,3 +234,29 @@ def test_2b4t_shaped_model_builds_and_runs(tmp_path):
     r = _run([res.output, "--ids", "1 2 3 4", "-n", "4", "--temp", "0", "--print-ids", "--ignore-eos", "-t", "2"])
     assert r.returncode == 0 and len(r.stdout.split()) == 4, r.stderr
     assert "timings:" in r.stderr
+
+
+@pytest.mark.parametrize("arch,head", [("bitnet-b1.58", "q8"), ("bitnet-b1.58", "q4"), ("llama", "q8"), ("llama", "q4")])
+def test_quantized_head_matches_reference_with_the_same_values(cache, arch, head):
+    """--head q8/q4: the compiled model equals the reference run with the dequantized
+    matrices the packer wrote (tied models: embedding and head share one matrix)."""
+    from bitnet_aot.pack import pack_matrix
+    gguf = cache.model(arch, "tq2_0")
+    lib = cache.build(gguf, head=head).output
+    m = load_gguf(gguf)
+    if m.output is None:
+        m.token_embd = pack_matrix(m.token_embd, head)[2]
+    else:
+        m.output = pack_matrix(m.output, head)[2]
+    toks = _tokens(m.hp.n_vocab, 32, seed=5)
+    want = Reference(m).forward(toks)
+    with CompiledModel(lib, n_ctx=256, n_threads=2) as cm:
+        got = cm.eval(toks)
+        assert np.max(np.abs(got - want)) < 1e-3 * float(np.ptp(want))
+        assert cm.generate(toks[:8], 24, ignore_eos=True) == Reference(m).generate_greedy(toks[:8], 24)
+
+
+def test_quantized_heads_are_smaller(cache):
+    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    sizes = {h: cache.build(gguf, head=h).blob_bytes for h in ("f16", "q8", "q4")}
+    assert sizes["q4"] < sizes["q8"] < sizes["f16"]
