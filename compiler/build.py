@@ -39,6 +39,7 @@ def kernel_sources(target: Target, cpu_dispatch: bool = True) -> list:
     """[(source path relative to the build dir, extra flags)] of the kernel files to compile:
     every variant the target can use (compiler/kernels.py), chosen among at run time."""
     from .kernels import arch_of, kernel_sources as table
+    cpu_dispatch = cpu_dispatch and target.cpu_dispatch
     return [(f"src/kernels/{k.source}", list(k.flags)) for k in table(arch_of(target.zig_target), cpu_dispatch)]
 
 
@@ -51,14 +52,17 @@ def choose_kernel(target: Target, kernel: str) -> str:
     return kernel
 
 
-def tokenizer_blob(m: Model):
+def tokenizer_blob(m: Model, log=print):
+    """The tokenizer data for the blob, or None (the binary then takes token ids) when the
+    model has none or uses a pre-tokenizer the C tokenizer does not implement."""
+    from .tokenizer_pack import TokenizerPackError, pack_tokenizer
     if m.tokenizer is None:
         return None
     try:
-        from .tokenizer_pack import pack_tokenizer
-    except ImportError:
+        return pack_tokenizer(m.tokenizer)
+    except TokenizerPackError as e:
+        log(f"warning: {e}; building without a tokenizer (the binary takes and prints token ids)")
         return None
-    return pack_tokenizer(m.tokenizer)
 
 
 def unicode_tables():
@@ -94,7 +98,7 @@ def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=p
     os.makedirs(os.path.join(build_dir, "gen"), exist_ok=True)
     c_files = copy_runtime(build_dir)
     t0 = time.time()
-    tok = tokenizer_blob(m)
+    tok = tokenizer_blob(m, log)
     idx, size, sha = write_weights(m, os.path.join(build_dir, "weights.bin"), opts, tok)
     log(f"packed weights: {size / 2**20:.1f} MiB ({kernel}) in {time.time() - t0:.1f} s, sha256 {sha[:16]}…")
     if opts.weights == "embedded" and size > target.max_blob_bytes:
@@ -139,7 +143,8 @@ def compile_commands(target: Target, opts: BuildOptions, sources: list, out_name
     if opts.shared:
         link = ["cc", "-shared", "-fPIC"] + san + objs + ["-o", out_name, "-lm", "-lpthread"]
     else:
-        link = ["cc"] + tflags + ["-static", "-s"] + objs + ["-o", out_name, "-lm"]
+        static = ["-static"] if target.static else []
+        link = ["cc"] + tflags + static + ["-s"] + list(target.extra_ldflags) + objs + ["-o", out_name, "-lm"]
     cmds.append(link)
     return cmds
 

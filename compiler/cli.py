@@ -203,6 +203,16 @@ def cmd_serve(a, extra):
     os.execv(exe, [exe, "serve"] + extra)
 
 
+def cmd_perplexity(a):
+    from .perplexity import perplexity
+    r = perplexity(a.model, a.text, ctx=a.ctx, head=a.head, threads=a.threads, max_windows=a.max_windows)
+    if a.json:
+        print(json.dumps(r))
+    else:
+        print(f"perplexity {r['perplexity']:.4f} over {r['tokens']} tokens ({r['windows']} windows of {r['ctx']}, "
+              f"head {r['head']})")
+
+
 def cmd_convert(a):
     from .convert import convert_hf
     summary = convert_hf(a.hf_dir, a.output, a.type, embd_type=a.embd_type)
@@ -255,6 +265,16 @@ def main(argv=None):
                                      "other flags (--port, --parallel, ...) go to the server")
     s.add_argument("model")
     s.set_defaults(fn=cmd_serve, passthrough=True)
+
+    s = sub.add_parser("perplexity", help="perplexity of a text file under the compiled model (built for this machine)")
+    s.add_argument("model")
+    s.add_argument("text")
+    s.add_argument("--ctx", type=int, default=256, help="window length in tokens (default 256)")
+    s.add_argument("--head", default="auto", choices=["auto", "f16", "f32", "q8", "q4"])
+    s.add_argument("-t", "--threads", type=int, default=2)
+    s.add_argument("--max-windows", type=int, default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_perplexity)
 
     s = sub.add_parser("doctor", help="check the toolchain, the zig cache and the test runners")
     s.set_defaults(fn=cmd_doctor)
