@@ -55,3 +55,20 @@ def test_import_refuses_then_ternarize_accepts(smollm2):
     m = load_gguf(smollm2, ternarize=True)
     assert m.hp.n_layer == 30 and m.hp.n_vocab == 49152 and m.tokenizer.model == "gpt2"
     assert set(int(v) for v in m.layers[0].wq.codes.ravel()[:100000]) <= {-1, 0, 1}
+
+
+def test_ternarized_smollm2_compiles_and_matches_the_reference(smollm2, tmp_path):
+    """A real vocabulary, real shapes (30 layers, width 576, 9 heads / 3 KV heads, vocab
+    49152) and a real LLaMA layout, post-training ternarized: the compiled logits equal the
+    numpy reference's. (Quality is poor by design: the point is the real model's plumbing.)"""
+    import numpy as np
+    from bitnet_aot.bindings.api import CompiledModel
+    from bitnet_aot.build import build
+    from bitnet_aot.reference import Reference
+    m = load_gguf(smollm2, ternarize=True)
+    res = build(smollm2, "host", str(tmp_path / "smol.so"), shared=True, ternarize=True, model=m, log=lambda s: None)
+    toks = np.random.default_rng(0).integers(0, m.hp.n_vocab, 24)
+    want = Reference(m).forward(toks)
+    with CompiledModel(res.output, n_ctx=64, n_threads=2) as cm:
+        got = cm.eval(toks)
+    assert np.max(np.abs(got - want)) < 1e-3 * float(np.ptp(want))
