@@ -13,12 +13,12 @@
  */
 #include "bitnet.h"
 #include "model_internal.h"
+#include "platform.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------------------------ */
 /* Contexts                                                                             */
@@ -49,14 +49,12 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     /* Refuse a KV cache the machine cannot hold, before the kernel's overcommit lets us
      * start and the OOM killer ends us later. */
     double kv_bytes = 2.0 * BN_N_LAYER * (double)n_ctx * BN_KV_DIM * sizeof(float);
-#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page > 0 && kv_bytes > 0.8 * (double)pages * (double)page) {
+    double phys = (double)platform_physical_memory();   /* 0: unknown */
+    if (phys > 0 && kv_bytes > 0.8 * phys) {
         bn_set_error("a %d-token context needs %.0f MiB of KV cache, more than this machine's %.0f MiB of memory allows; "
-                     "lower --ctx", n_ctx, kv_bytes / (1 << 20), (double)pages * page / (1 << 20));
+                     "lower --ctx", n_ctx, kv_bytes / (1 << 20), phys / (1 << 20));
         return NULL;
     }
-#endif
     bn_context *c = calloc(1, sizeof *c);
     if (!c) { bn_set_error("out of memory"); return NULL; }
     int failed = 0;
@@ -84,7 +82,7 @@ bn_context *bn_create(int n_ctx, int n_threads) {
         size_t bytes = (c->kernel->scratch_bytes(KP_MAX, BN_BATCH) + 63) / 64 * 64;
         c->scratch = alloc_zero((size_t)n_threads, sizeof(void *), &failed);
         for (int i = 0; !failed && i < n_threads; i++) {
-            c->scratch[i] = aligned_alloc(64, bytes);
+            c->scratch[i] = platform_aligned_alloc(64, bytes);
             if (!c->scratch[i]) failed = 1;
         }
     }
@@ -105,7 +103,7 @@ void bn_free(bn_context *c) {
     if (!c) return;
     if (c->pool) bn_pool_free(c->pool);
     if (c->scratch)
-        for (int i = 0; i < c->n_threads; i++) free(c->scratch[i]);
+        for (int i = 0; i < c->n_threads; i++) platform_aligned_free(c->scratch[i]);
     free(c->scratch);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
     free(c->hg); free(c->hu); free(c->tmp); free(c->xq); free(c->xscale); free(c->acc);
@@ -190,13 +188,22 @@ static void ternary_matmul(bn_context *c, float *out, const float *x, int n, int
 /* Attention                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
-/* Rotate one head vector in place at position pos (NEOX: pairs (i, i+half); else (2i, 2i+1)). */
-static void rope(float *v, int pos) {
-    const int half = BN_ROPE_DIM / 2;
-    for (int i = 0; i < half; i++) {
+/* cos/sin of every rotated pair at position pos: cs[2i] = cos, cs[2i+1] = sin of
+ * pos * base^(-2i/rope_dim), computed in double and rounded once (like the reference). */
+static void rope_angles(float *cs, int pos) {
+    for (int i = 0; i < BN_ROPE_DIM / 2; i++) {
         double inv = 1.0 / pow((double)BN_ROPE_BASE, (double)(2 * i) / (double)BN_ROPE_DIM);
         double ang = (double)pos * inv;
-        float co = (float)cos(ang), si = (float)sin(ang);
+        cs[2 * i] = (float)cos(ang);
+        cs[2 * i + 1] = (float)sin(ang);
+    }
+}
+
+/* Rotate one head vector in place (NEOX: pairs (i, i+half); else (2i, 2i+1)). */
+static void rope(float *v, const float *cs) {
+    const int half = BN_ROPE_DIM / 2;
+    for (int i = 0; i < half; i++) {
+        float co = cs[2 * i], si = cs[2 * i + 1];
         int i0 = BN_ROPE_NEOX ? i : 2 * i;
         int i1 = BN_ROPE_NEOX ? i + half : 2 * i + 1;
         float a = v[i0], b = v[i1];
@@ -255,6 +262,7 @@ static void attention_worker(void *arg, int ith, int nth) {
  * c->row_pos[t] (its KV cache is written there and attention reads that cache). */
 static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
     const bn_weights_index *W = &BN_WEIGHTS_INDEX;
+    for (int t = 0; t < n; t++) rope_angles(c->rope_cs + (size_t)t * BN_ROPE_DIM, c->row_pos[t]);   /* once for all layers */
     for (int t = 0; t < n; t++) matrix_row(c->x + (size_t)t * BN_N_EMBD, &W->token_embd, BN_EMBD_TYPE, tokens[t]);
 
     for (int l = 0; l < BN_N_LAYER; l++) {
@@ -267,8 +275,9 @@ static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
         ternary_matmul(c, c->k, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wk, BN_KV_DIM);
         ternary_matmul(c, c->v, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wv, BN_KV_DIM);
         for (int t = 0; t < n; t++) {
-            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, c->row_pos[t]);
-            for (int h = 0; h < BN_N_HEAD_KV; h++) rope(c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM, c->row_pos[t]);
+            const float *cs = c->rope_cs + (size_t)t * BN_ROPE_DIM;
+            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, cs);
+            for (int h = 0; h < BN_N_HEAD_KV; h++) rope(c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM, cs);
             bn_context *owner = c->row_owner[t];
             size_t at_kv = ((size_t)l * owner->n_ctx + (size_t)c->row_pos[t]) * BN_KV_DIM;
             memcpy(owner->key_cache + at_kv, c->k + (size_t)t * BN_KV_DIM, BN_KV_DIM * sizeof(float));

@@ -37,6 +37,7 @@ struct bn_context {
 
     struct bn_context *row_owner[BN_BATCH];  /* sequence of each batch row (itself, or others in bn_eval_batch) */
     int row_pos[BN_BATCH];   /* position of each batch row in its sequence */
+    float rope_cs[BN_BATCH * BN_ROPE_DIM];  /* (BN_BATCH, ROPE_DIM/2, 2) cos/sin of each row's position */
 
     float *key_cache;        /* (L, n_ctx, KV) */
     float *value_cache;      /* (L, n_ctx, KV) */
