@@ -32,6 +32,9 @@ class Target:
     qemu: str = ""
     l2_cache_bytes: int = 524288
     cpu: str = ""
+    static: bool = True         # link with -static (Mach-O executables always link libSystem)
+    cpu_dispatch: bool = True   # compile the SIMD kernel variants and pick one at start-up
+    extra_ldflags: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 

@@ -48,7 +48,7 @@ def verify(binary: str, gguf: str | None = None) -> dict:
             if at < 0:
                 raise BitnetError(f"{name}: the embedded weights were not found (binary truncated or altered)")
             size = struct.unpack_from("<Q", mm, at + 16)[0]
-            start = (at + 24 + 63) // 64 * 64
+            start = at + 64     # blob.S: the marker, the size and padding fill 64 bytes
             if start + size > len(mm):
                 raise BitnetError(f"{name}: the embedded weights are truncated ({len(mm) - start} of {size} bytes)")
             h = hashlib.sha256()

@@ -3,24 +3,20 @@
  * Embedded weights (the default) are a read-only section of the executable, emitted by the
  * generated blob.S with .incbin: the kernel maps them lazily on first touch, so start-up
  * costs nothing and nothing is copied. External weights (--weights external at build time)
- * are a file beside the binary, mapped read-only with mmap (read into memory where there
- * is no mmap, as on WASI).
+ * are a file beside the binary, mapped read-only (read into memory where there is no
+ * mmap, as on Windows and WASI: platform.c).
  */
 #include "bitnet.h"
 #include "model_internal.h"
 #include "sha256.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#if !defined(__wasi__)
-#include <sys/mman.h>
-#endif
+
+#include "platform.h"
 
 /* ---- errors ---- */
 
@@ -53,37 +49,18 @@ const uint8_t *bn_blob(void) { return blob_ptr; }
 
 #if BN_WEIGHTS_EXTERNAL
 static int open_external(const char *path) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
+    uint64_t found;
+    const void *p = platform_map_file(path, BN_WEIGHTS_BYTES, &found);
+    if (p) { blob_ptr = p; return 0; }
+    if (found == UINT64_MAX)
         bn_set_error("cannot open the weights file %s (%s); it must sit beside the binary or be given with --weights FILE",
                      path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != (uint64_t)BN_WEIGHTS_BYTES) {
-        bn_set_error("weights file %s has %lld bytes, this binary expects %llu; it belongs to another build",
-                     path, (long long)st.st_size, (unsigned long long)BN_WEIGHTS_BYTES);
-        close(fd);
-        return -1;
-    }
-#if defined(__wasi__)
-    uint8_t *p = malloc((size_t)BN_WEIGHTS_BYTES);
-    size_t got = 0;
-    while (p && got < (size_t)BN_WEIGHTS_BYTES) {
-        ssize_t r = read(fd, p + got, (size_t)BN_WEIGHTS_BYTES - got);
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!p || got != (size_t)BN_WEIGHTS_BYTES) { free(p); bn_set_error("cannot read the weights file %s", path); return -1; }
-    blob_ptr = p;
-#else
-    void *p = mmap(NULL, (size_t)BN_WEIGHTS_BYTES, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED) { bn_set_error("cannot map the weights file %s (%s)", path, strerror(errno)); return -1; }
-    blob_ptr = p;
-#endif
-    return 0;
+    else if (found != (uint64_t)BN_WEIGHTS_BYTES)
+        bn_set_error("weights file %s has %llu bytes, this binary expects %llu; it belongs to another build",
+                     path, (unsigned long long)found, (unsigned long long)BN_WEIGHTS_BYTES);
+    else
+        bn_set_error("cannot map or read the weights file %s (%s)", path, strerror(errno));
+    return -1;
 }
 #endif
 
@@ -93,12 +70,10 @@ int bn_init(const char *weights_path) {
 #if BN_WEIGHTS_EXTERNAL
     char def[4096];
     if (!weights_path) {
-        ssize_t n = -1;
-#if defined(__linux__)
-        n = readlink("/proc/self/exe", def, sizeof def - 16);
-#endif
-        if (n <= 0) { bn_set_error("cannot locate the weights file; pass --weights FILE"); return -1; }
-        def[n] = 0;
+        if (platform_executable_path(def, sizeof def - 16) != 0) {
+            bn_set_error("cannot locate the weights file; pass --weights FILE");
+            return -1;
+        }
         strcat(def, ".weights");
         weights_path = def;
     }

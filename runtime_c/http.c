@@ -3,7 +3,8 @@
  * Sections: the connection reader (a buffer, a deadline), the request head, the body
  * (Content-Length or chunked), responses.
  */
-#if !defined(BN_NO_THREADS) && !defined(__wasi__)
+#include "platform.h"
+#if PLATFORM_HAS_SERVER
 
 #include "http.h"
 

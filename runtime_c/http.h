@@ -8,7 +8,7 @@
  * request, so a client that trickles bytes (slowloris) is cut off after --timeout seconds;
  * writes time out the same way (SO_SNDTIMEO).
  *
- * Not compiled on targets without threads or sockets (BN_NO_THREADS, wasm32).
+ * Not compiled on targets without threads or sockets (PLATFORM_HAS_SERVER in platform.h).
  */
 #ifndef BITNET_HTTP_H
 #define BITNET_HTTP_H

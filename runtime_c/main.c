@@ -11,10 +11,10 @@
 #include "text.h"
 #include "options.h"
 #include "modes.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,7 +97,7 @@ static void print_info(void) {
 }
 
 int main(int argc, char **argv) {
-    signal(SIGPIPE, SIG_DFL);   /* `| head` ends the program quietly */
+    platform_init();            /* `| head` ends the program quietly; UTF-8 console on Windows */
     options o;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--info") == 0) {

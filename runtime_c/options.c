@@ -2,13 +2,13 @@
  * chat mode (chat_cli.c) and the server (server.c). */
 #include "options.h"
 #include "model_internal.h"
+#include "platform.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------------------------ */
 /* Options                                                                              */
@@ -80,11 +80,6 @@ float parse_float(const char *flag, const char *v, double lo, double hi) {
     return (float)x;
 }
 
-static int default_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (n > 64 ? 64 : (int)n);
-}
-
 /* Default context: the model's, capped at 4096 tokens. */
 int options_default_ctx(void) {
     return BN_N_CTX_TRAIN < 4096 ? BN_N_CTX_TRAIN : 4096;
@@ -101,7 +96,7 @@ void parse_args(int argc, char **argv, options *o) {
     o->timeout = 30;
     int first = 1;
     if (argc > 1 && strcmp(argv[1], "serve") == 0) { o->serve = 1; first = 2; }
-    o->n_threads = default_threads();
+    o->n_threads = platform_cpu_count();
     o->show_timings = 1;
     o->s = bn_sampling_default();
     for (int i = first; i < argc; i++) {

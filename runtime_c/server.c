@@ -26,14 +26,16 @@
  * generating (stop strings, streaming), the endpoints, connections, the accept loop.
  */
 #include "modes.h"
+#include "platform.h"
 
 #include <stdio.h>
 
-#if defined(BN_NO_THREADS) || defined(__wasi__)
+#if !PLATFORM_HAS_SERVER
 
 int server_run(const options *o) {
     (void)o;
-    fprintf(stderr, "error: serve needs threads and sockets, which this target does not have\n");
+    fprintf(stderr, "error: serve is not supported on this target (" PLATFORM_NAME "): the server needs POSIX "
+                    "sockets and threads; build for a Linux or macOS target to serve, or use --chat here\n");
     return 2;
 }
 
