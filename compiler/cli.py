@@ -127,11 +127,13 @@ def cmd_targets(a):
     if a.json:
         print(json.dumps([t.__dict__ for t in ts], indent=1))
         return
-    print(f"{'target':<18} {'zig triple':<24} {'kernels':<10} {'SIMD':<16} {'tests run it':<12} description")
+    rows = [("target", "zig triple", "kernels", "SIMD", "tests run it", "description")]
     for t in ts:
         run = {"native": "natively", "qemu": t.qemu, "wasmtime": "wasmtime", "none": "build only"}.get(t.run, t.run)
-        print(f"{t.name:<18} {t.zig_target:<24} {','.join(t.kernels):<10} {','.join(t.simd_features) or '-':<16} "
-              f"{run:<12} {t.description}")
+        rows.append((t.name, t.zig_target, ",".join(t.kernels), ",".join(t.simd_features) or "-", run, t.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
 
 
 def cmd_make_test_model(a):
@@ -192,7 +194,7 @@ def cmd_doctor(a):
     for t in list_targets():
         run = {"native": "runs here natively", "qemu": f"tests run it under {t.qemu}",
                "wasmtime": "tests run it under wasmtime", "none": "built and format-checked only"}.get(t.run, t.run)
-        print(f"  {t.name:<16} {t.zig_target:<26} kernels {','.join(t.kernels):<9} {run}")
+        print(f"  {t.name:<22} {t.zig_target:<22} kernels {','.join(t.kernels):<9} {run}")
     if not ok:
         raise BitnetError("the toolchain is not ready (see above)")
 

@@ -44,7 +44,7 @@ def _target_dir():
 
 def list_targets() -> list:
     out = []
-    for f in sorted(_target_dir().iterdir(), key=lambda p: p.name):
+    for f in sorted(_target_dir().iterdir(), key=lambda p: p.name.removesuffix(".toml")):
         if f.name.endswith(".toml"):
             out.append(load_target(f.name[:-5]))
     return out
@@ -52,11 +52,16 @@ def list_targets() -> list:
 
 def host_target_name() -> str:
     m = platform.machine().lower()
-    if m in ("x86_64", "amd64"):
-        return "x86_64-linux"
-    if m in ("aarch64", "arm64"):
-        return "aarch64-linux"
-    raise BitnetError(f"no target is defined for this host ({m}); pass --target, see `bitnet-aot targets`")
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+    system = {"darwin": "macos"}.get(platform.system().lower(), platform.system().lower())
+    if arch.startswith("armv7") or arch.startswith("armv6"):
+        arch = "armv7"
+    name = f"{arch}-{system}"
+    if name in ("x86_64-linux", "aarch64-linux", "armv7-linux", "riscv64-linux", "x86_64-macos",
+                "aarch64-macos", "x86_64-windows"):
+        return name
+    raise BitnetError(f"no target is defined for this host ({m}, {platform.system()}); pass --target, "
+                      "see `bitnet-aot targets`")
 
 
 def load_target(name: str) -> Target:
