@@ -449,9 +449,10 @@ class BitNetModel:
         if not prompts:
             return []
         prepared = [self._prepare(p, max_tokens) for p in prompts]   # errors before any work
-        if len(prompts) > 32:          # the compiled batch size (BN_BATCH)
-            return [t for i in range(0, len(prompts), 32)
-                    for t in self.generate_batch(prompts[i:i + 32], max_tokens, temperature, top_k, top_p, min_p,
+        bmax = int(self.info.get("batch", 8))      # the compiled batch size (BN_BATCH)
+        if len(prompts) > bmax:
+            return [t for i in range(0, len(prompts), bmax)
+                    for t in self.generate_batch(prompts[i:i + bmax], max_tokens, temperature, top_k, top_p, min_p,
                                                  repeat_penalty, repeat_last_n, seed, stop, ignore_eos)]
         s = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
         V = self.lib.bn_n_vocab()

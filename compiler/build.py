@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .codegen import (BuildOptions, blob_s, copy_runtime, model_config_h, weights_index_c,
+from .codegen import (BuildOptions, batch_size, blob_s, copy_runtime, model_config_h, weights_index_c,
                       write_weights)
 from .errors import BitnetError
 from .gguf_import import load_gguf
@@ -82,7 +82,7 @@ def info_json(m: Model, target: Target, opts: BuildOptions, kernel: str, sha: st
         "n_head": hp.n_head, "n_head_kv": hp.n_head_kv, "n_ctx_train": hp.n_ctx_train,
         "tokenizer": m.tokenizer.model if m.tokenizer else None,
         "target": target.name, "zig_target": target.zig_target, "kernel": kernel,
-        "weights": opts.weights, "weights_sha256": sha, "head": opts.head,
+        "weights": opts.weights, "weights_sha256": sha, "head": opts.head, "batch": batch_size(m, target),
         "bitnet_aot": __version__, "zig": opts.zig_version,
     }
     return json.dumps(info, sort_keys=True)

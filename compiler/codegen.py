@@ -34,7 +34,15 @@ from .targets import Target
 
 ALIGN = 64
 BLOB_MAGIC = b"BITNET-AOT-BLOB1"   # 64-byte header before the blob: this, its size (u64 LE), padding
-BATCH = 32          # tokens per forward chunk during prompt processing
+
+
+def batch_size(m: Model, target: Target) -> int:
+    """Tokens per forward chunk (prompt processing, batched decoding): as many as keep the
+    chunk's int8 activations for the widest matmul in half of the target's L2 cache, so a
+    GEMM reuses each weight tile across all of them without spilling; 8 to 64, a multiple of 8."""
+    kp = max(padded_k(m.hp.n_embd), padded_k(m.hp.n_ff))
+    n = (target.l2_cache_bytes // 2) // kp
+    return max(8, min(64, n // 8 * 8))
 
 
 @dataclass
@@ -155,7 +163,7 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         ("BN_SUB_NORMS", int(hp.sub_norms), "attn_sub_norm/ffn_sub_norm present"),
         ("BN_N_CTX_TRAIN", hp.n_ctx_train, "trained context length"),
         ("BN_N_CTX_MAX", n_ctx_max, "largest --ctx accepted"),
-        ("BN_BATCH", BATCH, "tokens per forward chunk (prompt processing)"),
+        ("BN_BATCH", batch_size(m, target), "tokens per forward chunk: activations of the widest matmul in half of L2"),
         ("BN_KERNEL_LAYOUT", f'"{opts.kernel}"', "packed ternary layout (kernels/kernels.h)"),
         ("BN_EMBD_TYPE", idx["embd"][0], f"token embedding storage: {idx['embd_kind']} (BN_MAT_* in weights.h)"),
         ("BN_HEAD_TYPE", idx["head"][0], f"output head storage: {idx['head_kind']}"),
