@@ -531,11 +531,20 @@ _QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _pre_tokenizer_name(tj: dict) -> str:
     pt = tj.get("pre_tokenizer") or {}
+    if not isinstance(pt, dict):
+        _fail("tokenizer.json: pre_tokenizer is not an object")
     steps = pt.get("pretokenizers", [pt]) if pt.get("type") == "Sequence" else [pt]
-    kinds = [s.get("type") for s in steps]
-    regexes = [((s.get("pattern") or {}).get("Regex")) for s in steps if s.get("type") == "Split"]
+    if not isinstance(steps, list) or not all(isinstance(x, dict) for x in steps):
+        _fail("tokenizer.json: pre_tokenizer.pretokenizers is not a list of objects")
+    kinds = [x.get("type") for x in steps]
+    regexes = [(x.get("pattern") or {}).get("Regex") if isinstance(x.get("pattern") or {}, dict) else None
+               for x in steps if x.get("type") == "Split"]
     if regexes and regexes[0] == _LLAMA3_REGEX:
         return "llama-bpe"
     if regexes and regexes[0] == _QWEN2_REGEX:
@@ -553,35 +562,52 @@ def _bpe_kv(tokens: list, types: list, merges: list, pre: str, bos, eos, eot, ad
           "tokenizer.ggml.token_type": np.asarray(types, dtype=np.int32), "tokenizer.ggml.merges": merges,
           "tokenizer.ggml.add_bos_token": bool(add_bos)}
     for k, v in (("bos", bos), ("eos", eos), ("eot", eot)):
-        if v is not None and 0 <= v < len(tokens):
-            kv[f"tokenizer.ggml.{k}_token_id"] = (T_U32, int(v))
+        if v is None:
+            continue
+        if not _is_int(v) or not 0 <= v < len(tokens):
+            _fail(f"config.json: {k}_token_id {v!r} is not a token id of the {len(tokens)}-token vocabulary")
+        kv[f"tokenizer.ggml.{k}_token_id"] = (T_U32, int(v))
     return kv
 
 
 def tokenizer_from_json(path: str, hp: dict, tok_cfg: dict) -> dict:
+    """tokenizer.json (untrusted input): every field's type is checked before use."""
     try:
         tj = json.load(open(path, encoding="utf-8"))
-        model = tj["model"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         _fail(f"{path}: not a Hugging Face tokenizers file")
+    model = tj.get("model") if isinstance(tj, dict) else None
+    if not isinstance(model, dict):
+        _fail(f"{path}: not a Hugging Face tokenizers file (no 'model' object)")
     if model.get("type") != "BPE" or model.get("byte_fallback"):
         _fail(f"{path}: only byte-level BPE tokenizer.json files are supported "
               f"(found {model.get('type')}{' with byte_fallback' if model.get('byte_fallback') else ''})")
     vocab = model.get("vocab") or {}
     added = tj.get("added_tokens") or []
-    n = max([int(i) for i in vocab.values()] + [int(t["id"]) for t in added] + [-1]) + 1
+    if not isinstance(vocab, dict) or not all(_is_int(i) and i >= 0 for i in vocab.values()):
+        _fail(f"{path}: model.vocab must map token text to non-negative integer ids")
+    if not isinstance(added, list) or not all(
+            isinstance(t, dict) and _is_int(t.get("id")) and t["id"] >= 0 and isinstance(t.get("content"), str)
+            for t in added):
+        _fail(f"{path}: added_tokens must be objects with a non-negative integer 'id' and a string 'content'")
+    merges_in = model.get("merges") or []
+    if not isinstance(merges_in, list) or not all(
+            isinstance(m, str) or (isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m))
+            for m in merges_in):
+        _fail(f"{path}: model.merges must be strings 'a b' or pairs of strings")
+    n = max(list(vocab.values()) + [t["id"] for t in added] + [-1]) + 1
     if n > hp["V"]:
         _fail(f"{path}: the tokenizer has {n} tokens but the embedding only {hp['V']} rows")
     tokens, types = [None] * hp["V"], [1] * hp["V"]
     for t, i in vocab.items():
-        tokens[int(i)] = t
+        tokens[i] = t
     for t in added:
-        tokens[int(t["id"])] = t["content"]
-        types[int(t["id"])] = 3 if t.get("special") else 4
+        tokens[t["id"]] = t["content"]
+        types[t["id"]] = 3 if t.get("special") else 4
     for i in range(hp["V"]):
         if tokens[i] is None:
             tokens[i], types[i] = f"[PAD{i}]", 5
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges_in]
     pre = _pre_tokenizer_name(tj)
     ids = {t: i for i, t in enumerate(tokens)}
     eot = ids.get("<|eot_id|>", ids.get("<|im_end|>"))

@@ -248,7 +248,7 @@ class Importer:
         if model is None:
             self.warnings.append("no tokenizer in the file: the binary will take and print token ids")
             return None
-        if model not in ("llama", "gpt2"):
+        if not isinstance(model, str) or model not in ("llama", "gpt2"):
             self.fail(f"tokenizer.ggml.model {model!r} is not supported (llama = SentencePiece, gpt2 = byte-level BPE)")
         tokens = kv.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, list) or not tokens:
@@ -281,6 +281,11 @@ class Importer:
             return int(v)
 
         pre = kv.get("tokenizer.ggml.pre")
+        if pre is not None and not isinstance(pre, str):
+            self.fail("tokenizer.ggml.pre should be a string")
+        for flag in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix"):
+            if flag in kv and not isinstance(kv[flag], bool):
+                self.fail(f"{flag} should be a bool")
         if model == "gpt2" and pre is None:
             pre = "llama-bpe" if self.g.kv.get("general.architecture", "").startswith("bitnet") else "gpt-2"
             self.warnings.append(f"tokenizer.ggml.pre is missing; using the {pre!r} pre-tokenizer")
