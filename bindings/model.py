@@ -128,9 +128,11 @@ def cache_root() -> str:
 def cache_key(gguf_sha256: str, build_opts: dict) -> str:
     """The build directory's name: GGUF hash, bitnet-aot version, target and options."""
     from .. import __version__
+    from ..build import source_fingerprint
     from ..targets import load_target
     target = load_target("host")
-    desc = json.dumps({"gguf": gguf_sha256, "bitnet_aot": __version__, "target": target.name,
+    desc = json.dumps({"gguf": gguf_sha256, "bitnet_aot": __version__, "sources": source_fingerprint(),
+                       "target": target.name,
                        "opts": {k: build_opts[k] for k in sorted(build_opts)}}, sort_keys=True, default=str)
     return hashlib.sha256(desc.encode()).hexdigest()[:24]
 

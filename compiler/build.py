@@ -35,6 +35,29 @@ class BuildResult:
     commands: list
 
 
+def source_fingerprint() -> str:
+    """A hash of everything a build is made from besides the model and options: the runtime
+    sources, the target files and the compiler itself. Build caches include it in their key,
+    so a changed bitnet-aot never reuses a stale build."""
+    import hashlib
+    from importlib import resources
+    h = hashlib.sha256()
+    roots = [resources.files("bitnet_aot.runtime_c"), resources.files("bitnet_aot.target_files"),
+             resources.files("bitnet_aot")]
+    for root in roots:
+        stack = [root]
+        while stack:
+            d = stack.pop()
+            for f in sorted(d.iterdir(), key=lambda p: p.name):
+                if f.is_dir():
+                    if f.name != "__pycache__":
+                        stack.append(f)
+                elif f.name.endswith((".c", ".h", ".toml", ".py")):
+                    h.update(f.name.encode())
+                    h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def kernel_sources(target: Target, cpu_dispatch: bool = True) -> list:
     """[(source path relative to the build dir, extra flags)] of the kernel files to compile:
     every variant the target can use (compiler/kernels.py), chosen among at run time."""

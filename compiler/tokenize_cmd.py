@@ -32,7 +32,8 @@ def cache_key(gguf_path: str) -> str:
         sha = file_sha256(gguf_path)
     except OSError as e:
         raise BitnetError(f"{gguf_path}: cannot read ({e.strerror}); check the path") from None
-    return f"{sha}-{__version__}"
+    from .build import source_fingerprint
+    return f"{sha}-{__version__}-{source_fingerprint()}"
 
 
 def shared_library(gguf_path: str, log=None) -> str:
