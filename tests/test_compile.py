@@ -147,13 +147,23 @@ def test_emit_c_is_a_rebuildable_tree(cache, tmp_path):
     assert r.returncode == 0 and len(r.stdout.split()) == 4
 
 
+SANITIZE_DEFAULT = [("bitnet-b1.58", "tq2_0", "i2s", "auto")]
+# Under -m slow: the test suite's other compiled configurations (every architecture, both x86
+# kernels, quantized heads) run once under ASan + UBSan too.
+SANITIZE_SLOW = [("bitnet", "tq1_0", "i2s", "auto"), ("bitnet-25", "i2_s", "tl2", "q8"),
+                 ("llama", "tq2_0", "tl2", "q4"), ("llama", "f16", "i2s", "auto")]
+
+
 @pytest.mark.skipif(not have("gcc"), reason="needs the system gcc for ASan/UBSan")
-def test_generated_c_clean_under_asan_ubsan(cache, tmp_path):
+@pytest.mark.parametrize("arch,ptype,kernel,head", SANITIZE_DEFAULT + [
+    pytest.param(*c, marks=pytest.mark.slow) for c in SANITIZE_SLOW])
+def test_generated_c_clean_under_asan_ubsan(cache, tmp_path, arch, ptype, kernel, head):
     """The same generated tree, compiled natively by gcc with -fsanitize=address,undefined."""
     from bitnet_aot.build import build
-    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    from bitnet_aot.pack import pack_matrix
+    gguf = cache.model(arch, ptype)
     d = tmp_path / "san"
-    res = build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
+    res = build(gguf, "x86_64-linux", emit_c=str(d), kernel=kernel, head=head, log=lambda s: None)
     (d / "obj").mkdir(exist_ok=True)
     objs = []
     for cmd in res.commands[:-1]:
@@ -166,6 +176,11 @@ def test_generated_c_clean_under_asan_ubsan(cache, tmp_path):
     r = _run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"], cwd=str(d))
     assert r.returncode == 0, r.stderr
     m = load_gguf(gguf)
+    if head != "auto":
+        if m.output is None:
+            m.token_embd = pack_matrix(m.token_embd, head)[2]
+        else:
+            m.output = pack_matrix(m.output, head)[2]
     prompt = list(range(3, 40))
     for threads in ("1", "3"):
         r = _run([str(d / "san"), "--ids", " ".join(map(str, prompt)), "-n", "24", "--temp", "0", "--print-ids",
