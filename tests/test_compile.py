@@ -275,3 +275,25 @@ def test_quantized_heads_are_smaller(cache):
     gguf = cache.model("bitnet-b1.58", "tq2_0")
     sizes = {h: cache.build(gguf, head=h).blob_bytes for h in ("f16", "q8", "q4")}
     assert sizes["q4"] < sizes["q8"] < sizes["f16"]
+
+
+def test_stdin_prompt_of_any_bytes_and_closed_stdout(static_binary, tmp_path):
+    """A large stdin prompt with invalid UTF-8 is tokenized byte-wise (no crash), a prompt
+    longer than the context is refused with one line, and a closed stdout (| head) ends the
+    program quietly."""
+    _, res = static_binary
+    junk = bytes(range(256)) * 4 + "naïve café ☃ 日本".encode() + b"\xff\xfe\xc3"
+    r = subprocess.run([res.output, "-f", "-", "-n", "4", "--ctx", "256", "--no-timings"], input=junk[:180],
+                       capture_output=True, timeout=120)
+    assert r.returncode in (0, 2), r.stderr
+    if r.returncode == 2:
+        assert r.stderr.decode().startswith("error: ") and b"context" in r.stderr
+    big = tmp_path / "big.txt"
+    big.write_bytes(junk * 200)                       # ~250 KB: far longer than the context
+    r = subprocess.run([res.output, "-f", str(big), "-n", "4"], capture_output=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.decode().startswith("error: the prompt has") and \
+        len(r.stderr.decode().strip().splitlines()) == 1
+    p = subprocess.Popen(f"{res.output} --ids '1 2 3' -n 200 --ignore-eos --temp 0.8 --print-ids | head -c 5",
+                         shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=120)
+    assert len(out) == 5 and b"error" not in err.lower() and b"Segmentation" not in err
