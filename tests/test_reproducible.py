@@ -49,3 +49,13 @@ def test_verify_command(cache, tmp_path, capsys):
         assert err.startswith("error: ") and "corrupt" in err
     assert cli.main(["verify", gguf]) == 2
     assert "no bitnet-aot build information" in capsys.readouterr().err
+
+
+def test_doctor_reports_the_pinned_toolchain(capsys):
+    from bitnet_aot import cli
+    from bitnet_aot.toolchain import ZIG_VERSION
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"zig           {ZIG_VERSION} (pinned)" in out and "zig cache" in out and "x86_64-linux" in out
+    pins = open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")).read()
+    assert f'"ziglang=={ZIG_VERSION}"' in pins
