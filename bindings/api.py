@@ -42,6 +42,10 @@ int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predic
 void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen);
 int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids);
 long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
+int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits);
+uint64_t bn_rng_init(uint64_t seed);
+int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state);
+int bn_is_eog(int32_t token);
 """
 
 _ffi = FFI()
@@ -50,18 +54,20 @@ _libs = {}
 _lock = threading.Lock()
 
 
-def _load(path: str):
+def _load(path: str, error=BitnetError):
+    """dlopen a compiled model once per process (both CompiledModel and BitNetModel use
+    this); failures raise `error` (a BitnetError subclass) with a one-line message."""
     path = os.path.abspath(path)
     with _lock:
         if path not in _libs:
             if not os.path.isfile(path):
-                raise BitnetError(f"{path}: no such compiled model; build one with `bitnet-aot build MODEL.gguf --shared`")
+                raise error(f"{path}: no such compiled model; build one with `bitnet-aot build MODEL.gguf --shared`")
             try:
                 lib = _ffi.dlopen(path)
             except OSError as e:
-                raise BitnetError(f"{path}: cannot load ({e}); was it built with --shared for this machine?") from None
+                raise error(f"{path}: cannot load ({e}); was it built with --shared for this machine?") from None
             if lib.bn_init(_ffi.NULL) != 0:
-                raise BitnetError(_ffi.string(lib.bn_last_error()).decode())
+                raise error(_ffi.string(lib.bn_last_error()).decode("utf-8", "replace"))
             _libs[path] = lib
         return _libs[path]
 

@@ -37,9 +37,8 @@ import time
 import numpy as np
 from typing import Iterator, List, Optional, Sequence
 
-from cffi import FFI
-
 from ..errors import BitnetError
+from .api import _ffi, _load    # one cffi declaration and one loaded copy per library
 
 
 # ------------------------------------------------------------------------------------------
@@ -63,58 +62,11 @@ class GenerationError(BitnetError):
 
 
 # ------------------------------------------------------------------------------------------
-# The C API (bitnet.h)
+# The C API (bitnet.h): declared in api.py
 # ------------------------------------------------------------------------------------------
 
-CDEF = """
-typedef struct bn_context bn_context;
-int bn_n_vocab(void);
-int bn_n_ctx_train(void);
-const char *bn_info_json(void);
-const char *bn_last_error(void);
-int bn_init(const char *weights_path);
-bn_context *bn_create(int n_ctx, int n_threads);
-void bn_free(bn_context *c);
-void bn_reset(bn_context *c);
-typedef struct {
-    float temperature; int top_k; float top_p; float min_p; float repeat_penalty;
-    int repeat_last_n; uint64_t seed;
-} bn_sampling;
-bn_sampling bn_sampling_default(void);
-typedef int (*bn_token_cb)(void *user, int32_t token);
-int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
-                const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user);
-int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids);
-long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
-int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode);
-int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits);
-uint64_t bn_rng_init(uint64_t seed);
-int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state);
-int bn_is_eog(int32_t token);
-int bn_pos(const bn_context *c);
-int bn_n_ctx(const bn_context *c);
-"""
-
-_ffi = FFI()
-_ffi.cdef(CDEF)
-_libs: dict = {}
-_libs_lock = threading.Lock()
-
-
 def _open_library(path: str):
-    path = os.path.abspath(path)
-    with _libs_lock:
-        if path not in _libs:
-            if not os.path.isfile(path):
-                raise LoadError(f"{path}: no such compiled model")
-            try:
-                lib = _ffi.dlopen(path)
-            except OSError as e:
-                raise LoadError(f"{path}: cannot load ({e}); was it built with --shared for this machine?") from None
-            if lib.bn_init(_ffi.NULL) != 0:
-                raise LoadError(_ffi.string(lib.bn_last_error()).decode("utf-8", "replace"))
-            _libs[path] = lib
-        return _libs[path]
+    return _load(path, LoadError)
 
 
 # ------------------------------------------------------------------------------------------

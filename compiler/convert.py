@@ -44,6 +44,7 @@ import numpy as np
 from . import quants
 from .errors import BitnetError
 from .gguf_file import I2_S, T_F32, T_I32, T_U32, TensorToWrite, write_gguf
+from .tokenizer_pack import bytes_to_unicode  # GPT-2 byte <-> char map, one definition
 
 F32_ID, F16_ID, TQ1_0_ID, TQ2_0_ID = 0, 1, 34, 35
 OUT_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16")
@@ -509,19 +510,6 @@ def read_spm_model(path: str) -> dict:
         return None
     return {"pieces": pieces, "scores": scores, "types": types, "ids": ids,
             "add_dummy_prefix": dummy_prefix, "model_type": model_type}
-
-
-def bytes_to_unicode() -> dict:
-    """GPT-2's reversible byte -> printable character mapping used by byte-level BPE."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 # Pre-tokenizer regexes of the tokenizer.json files we recognise -> llama.cpp's pre names.

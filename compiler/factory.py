@@ -12,6 +12,7 @@ import numpy as np
 
 from . import quants
 from .gguf_file import I2_S, T_F32, T_U32, TensorToWrite, write_gguf
+from .tokenizer_pack import bytes_to_unicode  # GPT-2 byte <-> char map, one definition
 
 from gguf import GGMLQuantizationType as Q
 
@@ -42,19 +43,6 @@ def float_tensor_bytes(a: np.ndarray, t: str) -> np.ndarray:
     if t == "bf16":
         return _bf16_bytes(a)
     raise ValueError(t)
-
-
-def bytes_to_unicode() -> dict:
-    """GPT-2's reversible byte -> printable-unicode-char mapping."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def _bpe_vocab(n_vocab: int):
