@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--kernels", default="i2s,tl2")
+    ap.add_argument("--head", default="auto", choices=["auto", "f16", "q8", "q4"],
+                    help="bitnet-aot head precision (llama.cpp keeps the file's F16 head)")
     ap.add_argument("--no-llama", action="store_true", help="measure bitnet-aot alone")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
@@ -164,7 +166,8 @@ def main():
     os.makedirs(bdir, exist_ok=True)
     for k in kernels:
         t0 = time.perf_counter()
-        res = build(gguf, "host", os.path.join(bdir, f"{a.shape}-{k}"), kernel=k, log=lambda s: None)
+        res = build(gguf, "host", os.path.join(bdir, f"{a.shape}-{k}-{a.head}"), kernel=k, head=a.head,
+                    log=lambda s: None)
         builds[k] = {"seconds": time.perf_counter() - t0, "binary_bytes": os.path.getsize(res.output),
                      "weights_bytes": res.blob_bytes,
                      "code_bytes": os.path.getsize(res.output) - res.blob_bytes}
@@ -192,12 +195,9 @@ def main():
                 f"{nm} {results[nm][th][mode]['median_seconds']:.3f} s" for nm in runs))
     bw = {th: membw(th) for th in threads}
 
-    # bytes read per decoded token: packed ternary weights + head (tied F16 embedding)
-    from bitnet_aot.gguf_file import GGUFFile
-    g = GGUFFile(gguf)
-    head = g.tensors["token_embd.weight"].nbytes
-    g.close()
-    per_token = {k: builds[k]["weights_bytes"] - head + head for k in kernels}   # the blob holds both
+    # bytes read per decoded token: the whole blob (packed ternary weights + the tied head;
+    # the tokenizer data in it is small)
+    per_token = {k: builds[k]["weights_bytes"] for k in kernels}
     print(f"\n{'system':<18} {'thr':>3} {'decode tok/s':>12} {'prompt tok/s':>12} {'TTFT s':>8} {'RSS MiB':>8} "
           f"{'roofline':>8}")
     table = []
@@ -227,11 +227,12 @@ def main():
     print("builds: " + ", ".join(f"{k} {builds[k]['seconds']:.1f} s (code {builds[k]['code_bytes'] / 1024:.0f} KiB)"
                                  for k in kernels))
     out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": platform.processor(),
-           "shape": a.shape, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
+           "shape": a.shape, "head": a.head, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
            "membw_gbps": bw, "bytes_per_token": per_token, "results": results, "table": table,
            "load": os.getloadavg()}
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    path = os.path.join(ROOT, "bench", "results", f"{out['date']}-{out['host']}-e2e.json")
+    suffix = "" if a.head == "auto" else f"-head-{a.head}"
+    path = os.path.join(ROOT, "bench", "results", f"{out['date']}-{out['host']}-e2e{suffix}.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1, default=str)
     print(f"wrote {path}")

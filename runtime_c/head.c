@@ -111,38 +111,40 @@ AVX2_FNS static float hsum256(__m256 v) {
 }
 
 AVX2_FNS static void rows_f16_avx2(const uint16_t *head, const float *x, float *logits, int v0, int v1) {
-    const int n8 = BN_N_EMBD / 8 * 8;
+    const int n32 = BN_N_EMBD / 32 * 32;
     for (int v = v0; v < v1; v++) {
         const uint16_t *row = head + (size_t)v * BN_N_EMBD;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         int i = 0;
-        for (; i + 16 <= n8; i += 16) {
-            __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i)));
-            __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 8)));
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc0);
-            acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), acc1);
+        for (; i < n32; i += 32) {    /* four independent FMA chains */
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 16))), _mm256_loadu_ps(x + i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 24))), _mm256_loadu_ps(x + i + 24), a3);
         }
-        for (; i < n8; i += 8) {
-            __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i)));
-            acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc0);
-        }
-        float sum = hsum256(_mm256_add_ps(acc0, acc1));
+        float sum = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (; i < BN_N_EMBD; i++) sum += f16_table[row[i]] * x[i];
         logits[v] = sum;
     }
 }
 
+/* Four independent accumulators (32 elements per step): with one, every FMA would wait for
+ * the previous one and the row would be latency-bound instead of memory-bound. */
 AVX2_FNS static void rows_q8_avx2(const int8_t *q, const float *d, const float *x, float *logits, int v0, int v1) {
-    const int n8 = BN_N_EMBD / 8 * 8;
+    const int n32 = BN_N_EMBD / 32 * 32;
     for (int v = v0; v < v1; v++) {
         const int8_t *row = q + (size_t)v * BN_N_EMBD;
-        __m256 acc = _mm256_setzero_ps();
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         int i = 0;
-        for (; i < n8; i += 8) {
-            __m256 w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + i))));
-            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + i), acc);
+        for (; i < n32; i += 32) {
+            __m256i b = _mm256_loadu_si256((const __m256i *)(row + i));
+            __m128i lo = _mm256_castsi256_si128(b), hi = _mm256_extracti128_si256(b, 1);
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), _mm256_loadu_ps(x + i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + i + 24), a3);
         }
-        float sum = hsum256(acc);
+        float sum = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (; i < BN_N_EMBD; i++) sum += (float)row[i] * x[i];
         logits[v] = sum * d[v];
     }
