@@ -88,10 +88,6 @@ class BlobWriter:
         return self.pos, self.h.hexdigest()
 
 
-def _float_matrix(a: np.ndarray, f16: bool) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype="<f2" if f16 else "<f4")
-
-
 def _stores_f16(dtype_name: str) -> bool:
     """Keep a float matrix in f16 when the source was f16 (exact); anything else as f32."""
     return dtype_name == "F16"

@@ -47,7 +47,6 @@ void head_init(void) {
     f16_table_ready = 1;
 }
 
-float f16_to_f32(uint16_t h) { return f16_table[h]; }
 
 /* ---- portable rows ---- */
 

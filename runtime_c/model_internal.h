@@ -47,9 +47,8 @@ struct bn_context {
     double last_t_prompt, last_t_gen;
 };
 
-/* head.c: the output head and f16 conversion */
+/* head.c: the output head and embedding rows */
 void head_init(void);
-float f16_to_f32(uint16_t h);
 /* logits[v] = dot(row v of m, x) for v in [v0, v1); m stored as `type` (BN_MAT_*). */
 void head_rows(const bn_matrix_ref *m, int type, const float *x, float *logits, int v0, int v1);
 /* One row of m as f32 (embedding lookup). */

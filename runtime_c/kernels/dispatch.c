@@ -133,26 +133,6 @@ const ternary_kernel *kernel_pick(const char *layout) {
     return NULL;
 }
 
-/* The runtime's i2s entry point (kernels.h "dispatch" section): the best i2s variant. */
-const bn_kernel *bn_kernel_active(void) {
-    static const bn_kernel i2s[] = {
-#if KERNELS_X86
-        {"i2s_avxvnni", i2s_gemv_avxvnni, i2s_gemm_avxvnni},
-        {"i2s_avx2", i2s_gemv_avx2, i2s_gemm_avx2},
-#endif
-#if KERNELS_ARM64
-        {"i2s_neon_dotprod", i2s_gemv_neon_dotprod, i2s_gemm_neon_dotprod},
-        {"i2s_neon", i2s_gemv_neon, i2s_gemm_neon},
-#endif
-        {"i2s_generic", i2s_gemv_generic, i2s_gemm_generic},
-        {"i2s_scalar", i2s_gemv_scalar, i2s_gemm_scalar},
-    };
-    const char *name = kernel_pick("i2s")->name;
-    for (unsigned i = 0; i < sizeof i2s / sizeof i2s[0]; i++)
-        if (strcmp(i2s[i].name, name) == 0) return &i2s[i];
-    return &i2s[sizeof i2s / sizeof i2s[0] - 1];
-}
-
 const ternary_kernel *kernel_by_name(const char *name) {
     for (int i = 0; i < kernel_table_len; i++)
         if (strcmp(kernel_table[i].name, name) == 0) return &kernel_table[i];

@@ -116,18 +116,5 @@ extern const int kernel_table_len;
 const ternary_kernel *kernel_pick(const char *layout);
 const ternary_kernel *kernel_by_name(const char *name);  /* NULL if not compiled in */
 
-/* ---- dispatch (dispatch.c) ----
- * One entry per compiled-in variant; bn_kernel_active() returns the best one this CPU
- * supports, chosen once at start-up. */
-typedef void (*bn_gemv_fn)(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin, int row_end);
-typedef void (*bn_gemm_fn)(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP, int row_begin, int row_end);
-
-typedef struct {
-    const char *name;      /* e.g. "i2s_scalar", "i2s_avx2" */
-    bn_gemv_fn gemv;
-    bn_gemm_fn gemm;
-} bn_kernel;
-
-const bn_kernel *bn_kernel_active(void);
 
 #endif
