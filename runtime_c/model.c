@@ -70,7 +70,7 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     c->tmp = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
     c->xq = alloc_zero((size_t)BN_BATCH * KP_MAX, 1, &failed);
     c->xscale = alloc_zero(BN_BATCH, sizeof(float), &failed);
-    c->acc = alloc_zero((size_t)BN_BATCH * OUT_MAX, sizeof(int32_t), &failed);
+    c->acc = alloc_zero((size_t)BN_BATCH * ACC_MAX, sizeof(int32_t), &failed);
     c->scores = alloc_zero((size_t)n_threads * (size_t)n_ctx, sizeof(float), &failed);
     c->key_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
     c->value_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
@@ -149,39 +149,79 @@ static void quantize_rows(bn_context *c, const float *x, int n, int K, int KP) {
     }
 }
 
+/* One matrix of a fused matmul: out (n, M) = W (M, K) . x, all parts sharing the input x. */
+typedef struct {
+    const bn_ternary_ref *w;
+    int M;
+    float *out;               /* (n, M) */
+    int32_t *acc;             /* (n, M) integer results, a block of c->acc */
+} matmul_part;
+
 typedef struct {
     bn_context *c;
-    const uint8_t *w;         /* packed weights [M][KP/4] */
-    float scale;
-    int n, M, KP;
-    float *out;               /* (n, M) */
+    int n, KP;
+    int n_parts;              /* 1..3 */
+    int glu;                  /* parts are (gate, up): finish with gate = act(gate) * up */
+    matmul_part part[3];
 } matmul_task;
 
-/* Rows are split in contiguous ranges of whole 32-row tiles (the lookup-table layouts
- * store rows in tiles of 32); each thread also rescales its own rows. */
+/* The FFN activation, rounded once from double like the reference (relu^2 or SiLU). */
+static float ffn_act(float g) {
+    if (BN_ACT_RELU2) { g = g > 0.0f ? g : 0.0f; return g * g; }
+    return (float)((double)g / (1.0 + exp(-(double)g)));
+}
+
+/* Each part's rows are split in contiguous ranges of whole 32-row tiles (the lookup-table
+ * layouts store rows in tiles of 32) and each thread also rescales its own rows, so one
+ * bn_pool_run (one barrier) covers q, k and v, or gate, up and the activation. */
 static void matmul_worker(void *arg, int ith, int nth) {
     matmul_task *t = arg;
-    int chunk = ((t->M + nth - 1) / nth + 31) / 32 * 32;
-    int r0 = ith * chunk, r1 = r0 + chunk < t->M ? r0 + chunk : t->M;
-    if (r0 >= r1) return;
     const ternary_kernel *k = t->c->kernel;
     void *scratch = t->c->scratch ? t->c->scratch[ith] : NULL;
-    if (t->n == 1) k->gemv(t->w, t->c->xq, t->c->acc, t->KP, r0, r1, scratch);
-    else k->gemm(t->w, t->c->xq, t->c->acc, t->n, t->M, t->KP, r0, r1, scratch);
-    for (int i = 0; i < t->n; i++) {
-        float as = t->c->xscale[i];
-        const int32_t *acc = t->c->acc + (size_t)i * t->M;
-        float *o = t->out + (size_t)i * t->M;
-        for (int r = r0; r < r1; r++) o[r] = (float)acc[r] / as * t->scale;
+    for (int p = 0; p < t->n_parts; p++) {
+        const matmul_part *pt = &t->part[p];
+        int chunk = ((pt->M + nth - 1) / nth + 31) / 32 * 32;
+        int r0 = ith * chunk, r1 = r0 + chunk < pt->M ? r0 + chunk : pt->M;
+        if (r0 >= r1) continue;
+        const uint8_t *w = bn_blob() + pt->w->offset;
+        if (t->n == 1) k->gemv(w, t->c->xq, pt->acc, t->KP, r0, r1, scratch);
+        else k->gemm(w, t->c->xq, pt->acc, t->n, pt->M, t->KP, r0, r1, scratch);
+        for (int i = 0; i < t->n; i++) {
+            float as = t->c->xscale[i];
+            const int32_t *acc = pt->acc + (size_t)i * pt->M;
+            float *o = pt->out + (size_t)i * pt->M;
+            for (int r = r0; r < r1; r++) o[r] = (float)acc[r] / as * pt->w->scale;
+        }
+        if (t->glu && p == 1) {           /* gate and up have the same M, so the same rows */
+            const matmul_part *g = &t->part[0];
+            for (int i = 0; i < t->n; i++) {
+                float *go = g->out + (size_t)i * g->M;
+                const float *uo = pt->out + (size_t)i * pt->M;
+                for (int r = r0; r < r1; r++) go[r] = ffn_act(go[r]) * uo[r];
+            }
+        }
     }
 }
 
-/* out (n, M) = W (M, K) x (n, K) with BitNet numerics. */
+/* out_p (n, M_p) = W_p (M_p, K) . x (n, K) with BitNet numerics, for up to three matrices
+ * sharing the input x (quantized once). */
+static void ternary_matmul_fused(bn_context *c, const float *x, int n, int K, int KP, int glu,
+                                 int n_parts, const matmul_part *parts) {
+    quantize_rows(c, x, n, K, KP);
+    matmul_task t = {c, n, KP, n_parts, glu, {{0}}};
+    int32_t *acc = c->acc;
+    for (int p = 0; p < n_parts; p++) {
+        t.part[p] = parts[p];
+        t.part[p].acc = acc;
+        acc += (size_t)n * parts[p].M;
+    }
+    bn_pool_run(c->pool, matmul_worker, &t);
+}
+
 static void ternary_matmul(bn_context *c, float *out, const float *x, int n, int K, int KP,
                            const bn_ternary_ref *w, int M) {
-    quantize_rows(c, x, n, K, KP);
-    matmul_task t = {c, bn_blob() + w->offset, w->scale, n, M, KP, out};
-    bn_pool_run(c->pool, matmul_worker, &t);
+    matmul_part p = {w, M, out, NULL};
+    ternary_matmul_fused(c, x, n, K, KP, 0, 1, &p);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -271,9 +311,9 @@ static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
         /* attention block */
         for (int t = 0; t < n; t++)
             rmsnorm(c->xb + (size_t)t * BN_N_EMBD, c->x + (size_t)t * BN_N_EMBD, f32_at(L->attn_norm), BN_N_EMBD);
-        ternary_matmul(c, c->q, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wq, BN_N_EMBD);
-        ternary_matmul(c, c->k, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wk, BN_KV_DIM);
-        ternary_matmul(c, c->v, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->wv, BN_KV_DIM);
+        matmul_part qkv[3] = {{&L->wq, BN_N_EMBD, c->q, NULL}, {&L->wk, BN_KV_DIM, c->k, NULL},
+                              {&L->wv, BN_KV_DIM, c->v, NULL}};
+        ternary_matmul_fused(c, c->xb, n, BN_N_EMBD, BN_KP_EMBD, 0, 3, qkv);
         for (int t = 0; t < n; t++) {
             const float *cs = c->rope_cs + (size_t)t * BN_ROPE_DIM;
             for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, cs);
@@ -294,14 +334,8 @@ static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
         /* feed-forward block */
         for (int t = 0; t < n; t++)
             rmsnorm(c->xb + (size_t)t * BN_N_EMBD, c->x + (size_t)t * BN_N_EMBD, f32_at(L->ffn_norm), BN_N_EMBD);
-        ternary_matmul(c, c->hg, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->w_gate, BN_N_FF);
-        ternary_matmul(c, c->hu, c->xb, n, BN_N_EMBD, BN_KP_EMBD, &L->w_up, BN_N_FF);
-        for (size_t i = 0; i < (size_t)n * BN_N_FF; i++) {
-            float g = c->hg[i];
-            if (BN_ACT_RELU2) { g = g > 0.0f ? g : 0.0f; g = g * g; }
-            else g = (float)((double)g / (1.0 + exp(-(double)g)));   /* silu, rounded once */
-            c->hg[i] = g * c->hu[i];
-        }
+        matmul_part gate_up[2] = {{&L->w_gate, BN_N_FF, c->hg, NULL}, {&L->w_up, BN_N_FF, c->hu, NULL}};
+        ternary_matmul_fused(c, c->xb, n, BN_N_EMBD, BN_KP_EMBD, 1, 2, gate_up);   /* hg = act(gate) * up */
         if (BN_SUB_NORMS)
             for (int t = 0; t < n; t++)
                 rmsnorm(c->hg + (size_t)t * BN_N_FF, c->hg + (size_t)t * BN_N_FF, f32_at(L->ffn_sub_norm), BN_N_FF);

@@ -10,7 +10,9 @@
 #include "kernels/kernels.h"
 
 #define KP_MAX (BN_KP_FF > BN_KP_EMBD ? BN_KP_FF : BN_KP_EMBD)
-#define OUT_MAX (BN_N_FF > BN_N_EMBD ? BN_N_FF : BN_N_EMBD)
+/* integer results of one fused matmul per batch row: q|k|v (E + 2 KV) or gate|up (2 F) */
+#define ACC_QKV (BN_N_EMBD + 2 * BN_KV_DIM)
+#define ACC_MAX (2 * BN_N_FF > ACC_QKV ? 2 * BN_N_FF : ACC_QKV)
 
 struct bn_context {
     int n_ctx;               /* KV cache capacity, tokens */
@@ -32,7 +34,7 @@ struct bn_context {
     float *tmp;              /* (BN_BATCH, E) projection output before the residual add */
     int8_t *xq;              /* (BN_BATCH, KP_MAX) int8 activations, zero-padded */
     float *xscale;           /* (BN_BATCH) per-token activation scale `as` */
-    int32_t *acc;            /* (BN_BATCH, OUT_MAX) integer matmul results */
+    int32_t *acc;            /* (BN_BATCH * ACC_MAX) integer matmul results: per fused matrix p, an (n, M_p) block */
     float *scores;           /* (n_threads, n_ctx) attention scores, one row per thread */
 
     struct bn_context *row_owner[BN_BATCH];  /* sequence of each batch row (itself, or others in bn_eval_batch) */
