@@ -36,7 +36,7 @@ SHAPES = [  # (name, M, K)
     ("ffn_up 6912x2560", 6912, 2560),
     ("ffn_down 2560x6912", 2560, 6912),
 ]
-DEFAULT_KERNELS = ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar"]
+DEFAULT_KERNELS = ["i2s_avx512vnni", "i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar"]
 COPY_BYTES = 256 << 20
 
 

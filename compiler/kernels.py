@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class KernelSource:
     source: str            # file in runtime_c/kernels/
     flags: tuple[str, ...]  # extra compiler flags for this file only
-    isa: str               # "scalar", "avx2", "avxvnni", "neon", "neon_dotprod", or "" for dispatch
+    isa: str               # "scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neon_dotprod", or "" for dispatch
 
 
 _PORTABLE = (
@@ -29,6 +29,7 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
     "x86_64": _PORTABLE + (
         KernelSource("i2s_avx2.c", ("-mavx2",), "avx2"),
         KernelSource("i2s_avx2.c", ("-mavx2", "-mavxvnni", "-DI2S_VNNI"), "avxvnni"),
+        KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
     ),
     "aarch64": _PORTABLE + (

@@ -125,6 +125,38 @@ static void rmsnorm(float *out, const float *x, const float *w, int n) {
     for (int i = 0; i < n; i++) out[i] = (float)(x[i] / r) * w[i];
 }
 
+/* e^x in double, within about 2 ulp (the reference uses numpy's exp; results are rounded
+ * to float afterwards, so they agree except when a value lies within 2^-50 of a float
+ * rounding boundary). x = k ln2 + r with |r| <= ln2/2; e^r by its Taylor polynomial to
+ * degree 13 (truncation error below 5e-18); 2^k from the exponent bits. x is clamped to
+ * [-708, 709], where e^x still fits a normal double: below that the callers' results round
+ * to 0 or -0 in float anyway. Branch-free and inlinable, 5-10x faster than libm's exp. */
+static double exp_f64(double x) {
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const double shifter = 6755399441055744.0;      /* 1.5 * 2^52: rounds to an integer */
+    x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+    double kd = (x * 1.44269504088896338700 + shifter) - shifter;
+    double r = (x - kd * ln2_hi) - kd * ln2_lo;
+    double p = 1.0 / 6227020800.0;                  /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    uint64_t bits = (uint64_t)((int64_t)kd + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 /* Round to nearest, ties to even, for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
  * the integer part, rounded by the FPU's default mode (ties to even). Same as np.rint. */
 static float round_half_even(float v) {
@@ -168,7 +200,7 @@ typedef struct {
 /* The FFN activation, rounded once from double like the reference (relu^2 or SiLU). */
 static float ffn_act(float g) {
     if (BN_ACT_RELU2) { g = g > 0.0f ? g : 0.0f; return g * g; }
-    return (float)((double)g / (1.0 + exp(-(double)g)));
+    return (float)((double)g / (1.0 + exp_f64(-(double)g)));
 }
 
 /* Each part's rows are split in contiguous ranges of whole 32-row tiles (the lookup-table
@@ -274,19 +306,36 @@ static void attention_worker(void *arg, int ith, int nth) {
         const float *kc = owner->key_cache + (size_t)t->layer * owner->n_ctx * BN_KV_DIM;
         const float *vc = owner->value_cache + (size_t)t->layer * owner->n_ctx * BN_KV_DIM;
         const float *q = c->q + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
-        float maxs = -INFINITY;
-        for (int s = 0; s <= pos; s++) {
-            const float *k = kc + (size_t)s * BN_KV_DIM + kvh * BN_HEAD_DIM;
+        const float *kh = kc + kvh * BN_HEAD_DIM;         /* this head's key at position 0 */
+        int s = 0;
+        for (; s + 4 <= pos + 1; s += 4) {                  /* four positions at once: four */
+            const float *k0 = kh + (size_t)s * BN_KV_DIM;   /* independent chains, each summed */
+            const float *k1 = k0 + BN_KV_DIM, *k2 = k1 + BN_KV_DIM, *k3 = k2 + BN_KV_DIM;  /* in order */
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+            for (int d = 0; d < BN_HEAD_DIM; d++) {
+                d0 += q[d] * k0[d];
+                d1 += q[d] * k1[d];
+                d2 += q[d] * k2[d];
+                d3 += q[d] * k3[d];
+            }
+            scores[s] = d0 / sqrt_d;
+            scores[s + 1] = d1 / sqrt_d;
+            scores[s + 2] = d2 / sqrt_d;
+            scores[s + 3] = d3 / sqrt_d;
+        }
+        for (; s <= pos; s++) {
+            const float *k = kh + (size_t)s * BN_KV_DIM;
             float dot = 0.0f;
             for (int d = 0; d < BN_HEAD_DIM; d++) dot += q[d] * k[d];
             scores[s] = dot / sqrt_d;
-            if (scores[s] > maxs) maxs = scores[s];
         }
+        float maxs = -INFINITY;
+        for (s = 0; s <= pos; s++) maxs = scores[s] > maxs ? scores[s] : maxs;
         float sum = 0.0f;
-        for (int s = 0; s <= pos; s++) { scores[s] = (float)exp((double)(scores[s] - maxs)); sum += scores[s]; }
+        for (s = 0; s <= pos; s++) { scores[s] = (float)exp_f64((double)(scores[s] - maxs)); sum += scores[s]; }
         float *out = c->att + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
         for (int d = 0; d < BN_HEAD_DIM; d++) out[d] = 0.0f;
-        for (int s = 0; s <= pos; s++) {
+        for (s = 0; s <= pos; s++) {
             float p = scores[s] / sum;
             const float *v = vc + (size_t)s * BN_KV_DIM + kvh * BN_HEAD_DIM;
             for (int d = 0; d < BN_HEAD_DIM; d++) out[d] += p * v[d];

@@ -219,17 +219,24 @@ def _host_has(flag: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("kernel", ["i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar", "tl2_scalar", "tl1_scalar"])
+@pytest.mark.parametrize("kernel", ["i2s_avx512vnni", "i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar", "tl2_scalar", "tl1_scalar"])
 def test_native_x86(harness_dir, kernel):
     assert kernel in kernels_of("x86_64", harness_dir)
     if kernel == "i2s_avxvnni" and not _host_has("avx_vnni"):
         pytest.skip("host CPU lacks AVX-VNNI")
+    if kernel == "i2s_avx512vnni" and not all(_host_has(f) for f in ("avx512f", "avx512bw", "avx512_vnni")):
+        pytest.skip("host CPU lacks AVX-512 VNNI")
     check_kernel("x86_64", harness_dir, kernel, make_cases(2, big=True))
 
 
 def test_native_dispatch_picks_best(harness_dir):
     info = harness_info("x86_64", harness_dir)
-    best = "i2s_avxvnni" if _host_has("avx_vnni") else "i2s_avx2"
+    if all(_host_has(f) for f in ("avx512f", "avx512bw", "avx512_vnni")):
+        best = "i2s_avx512vnni"
+    elif _host_has("avx_vnni"):
+        best = "i2s_avxvnni"
+    else:
+        best = "i2s_avx2"
     assert info["pick"]["i2s"] == best and info["pick"]["tl2"] == "tl2_avx2"
 
 

@@ -35,6 +35,9 @@ static unsigned detect_features(void) {
     __cpuid_count(7, 0, a, b, c, d);
     const unsigned max_sub = a;
     if ((b >> 5) & 1) f |= KCPU_AVX2;
+    /* AVX512F (ebx 16), AVX512BW (ebx 30), AVX512_VNNI (ecx 11), and XCR0 bits 5-7
+     * (opmask, upper halves of ZMM0-15, ZMM16-31): the OS saves ZMM state. */
+    if (((b >> 16) & 1) && ((b >> 30) & 1) && ((c >> 11) & 1) && (xlo & 0xe0) == 0xe0) f |= KCPU_AVX512VNNI;
     if (max_sub >= 1) {
         __cpuid_count(7, 1, a, b, c, d);
         if ((a >> 4) & 1) f |= KCPU_AVXVNNI;
@@ -84,6 +87,7 @@ unsigned kernel_cpu_features(void) {
 I2S_WRAP(scalar)
 I2S_WRAP(generic)
 #if KERNELS_X86
+I2S_WRAP(avx512vnni)
 I2S_WRAP(avxvnni)
 I2S_WRAP(avx2)
 #endif
@@ -95,6 +99,8 @@ I2S_WRAP(neon)
 /* ---- the table ----------------------------------------------------------------------- */
 const ternary_kernel kernel_table[] = {
 #if KERNELS_X86
+    {"i2s_avx512vnni", "i2s", "avx512vnni", "x86-64 with AVX-512 VNNI (Ice Lake+ servers, Zen 4+)",
+     KCPU_AVX2 | KCPU_AVX512VNNI, i2s_gemv_avx512vnni_k, i2s_gemm_avx512vnni_k, NULL},
     {"i2s_avxvnni", "i2s", "avxvnni", "x86-64 with AVX-VNNI (Alder Lake+, Zen 5+)", KCPU_AVX2 | KCPU_AVXVNNI,
      i2s_gemv_avxvnni_k, i2s_gemm_avxvnni_k, NULL},
     {"i2s_avx2", "i2s", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,

@@ -38,6 +38,10 @@ void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end);
 void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end);
+void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
+                         int KP, int row_begin, int row_end);
+void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
+                         int N, int M, int KP, int row_begin, int row_end);
 void i2s_gemv_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
                       int KP, int row_begin, int row_end);
 void i2s_gemm_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
@@ -90,6 +94,7 @@ enum {
     KCPU_AVX2    = 1u << 0,  /* x86-64: AVX2 and the OS saves YMM state (cpuid + xgetbv) */
     KCPU_DOTPROD = 1u << 1,  /* aarch64: SDOT/UDOT (HWCAP_ASIMDDP); plain NEON is baseline */
     KCPU_AVXVNNI = 1u << 2,  /* x86-64: AVX-VNNI (VEX vpdpbusd; cpuid 7.1 eax bit 4) */
+    KCPU_AVX512VNNI = 1u << 3,  /* x86-64: AVX512F+BW+VNNI and the OS saves ZMM state */
 };
 unsigned kernel_cpu_features(void);  /* KCPU_* bits of this CPU (computed once, cached) */
 
