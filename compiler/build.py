@@ -14,6 +14,7 @@ from .codegen import (BuildOptions, batch_size, blob_s, copy_runtime, model_conf
 from .errors import BitnetError
 from .gguf_import import load_gguf
 from .model import Model
+from .pack import MATRIX_CHOICES
 from .targets import Target, load_target
 from .toolchain import run_zig, zig_version
 
@@ -105,7 +106,7 @@ def info_json(m: Model, target: Target, opts: BuildOptions, kernel: str, sha: st
         "n_head": hp.n_head, "n_head_kv": hp.n_head_kv, "n_ctx_train": hp.n_ctx_train,
         "tokenizer": m.tokenizer.model if m.tokenizer else None,
         "target": target.name, "zig_target": target.zig_target, "kernel": kernel,
-        "weights": opts.weights, "weights_sha256": sha, "head": opts.head, "batch": batch_size(m, target),
+        "weights": opts.weights, "weights_sha256": sha, "head": opts.head, "embed": opts.embed, "batch": batch_size(m, target),
         "bitnet_aot": __version__, "zig": opts.zig_version,
     }
     return json.dumps(info, sort_keys=True)
@@ -186,7 +187,7 @@ def write_build_sh(build_dir: str, cmds: list):
 def build(gguf_path: str, target_name: str = "host", output: str | None = None, *,
           kernel: str = "auto", weights: str = "embedded", emit_c: str | None = None,
           build_dir: str | None = None, shared: bool = False, ternarize: bool = False,
-          ctx: int = 0, sanitize: bool = False, head: str = "auto", model: Model | None = None,
+          ctx: int = 0, sanitize: bool = False, head: str = "auto", embed: str = "auto", model: Model | None = None,
           log=print) -> BuildResult:
     t_start = time.time()
     if weights not in ("embedded", "external"):
@@ -202,11 +203,12 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
     if ctx and not 0 < ctx <= m.hp.n_ctx_train:
         raise BitnetError(f"--ctx {ctx} is outside 1..{m.hp.n_ctx_train} (the model's trained context)")
     zv = zig_version()
-    if head not in ("auto", "f32", "f16", "q8", "q4"):
-        raise BitnetError(f"--head must be auto, f32, f16, q8 or q4, not {head!r}")
-    if head == "q4" and m.hp.n_embd % 32:
-        raise BitnetError(f"--head q4 needs a model width that is a multiple of 32 (this one is {m.hp.n_embd}); use q8")
-    opts = BuildOptions(kernel=kernel, weights=weights, n_ctx_max=ctx, shared=shared, head=head,
+    for flag, value in (("--head", head), ("--embed", embed)):
+        if value not in MATRIX_CHOICES:
+            raise BitnetError(f"{flag} must be one of {', '.join(MATRIX_CHOICES)}, not {value!r}")
+    if embed != "auto" and m.output is None:
+        raise BitnetError("--embed: this model's head is tied to its embedding (one matrix); use --head to set its precision")
+    opts = BuildOptions(kernel=kernel, weights=weights, n_ctx_max=ctx, shared=shared, head=head, embed=embed,
                         sanitize=sanitize, version=__version__, zig_version=zv)
     if output is None:
         base = os.path.splitext(os.path.basename(gguf_path))[0]

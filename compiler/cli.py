@@ -12,6 +12,8 @@ import sys
 from . import __version__
 from .errors import BitnetError
 
+MATRIX_CHOICES = ("auto", "f32", "f16", "q8", "q6", "q4")   # = pack.MATRIX_CHOICES (pack imports numpy)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -116,7 +118,8 @@ def cmd_build(a):
     from .build import build
     log = (lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr))
     r = build(a.model, a.target, a.output, kernel=a.kernel, weights=a.weights, emit_c=a.emit_c,
-              build_dir=a.build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, head=a.head, log=log)
+              build_dir=a.build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, head=a.head,
+              embed=a.embed, log=log)
     if r.output:
         print(r.output)
 
@@ -207,7 +210,8 @@ def cmd_serve(a, extra):
 
 def cmd_perplexity(a):
     from .perplexity import perplexity
-    r = perplexity(a.model, a.text, ctx=a.ctx, head=a.head, threads=a.threads, max_windows=a.max_windows)
+    r = perplexity(a.model, a.text, ctx=a.ctx, head=a.head, embed=a.embed, threads=a.threads,
+                   max_windows=a.max_windows)
     if a.json:
         print(json.dumps(r))
     else:
@@ -245,8 +249,10 @@ def main(argv=None):
     s.add_argument("--build-dir", metavar="DIR", help="where the generated C goes (default: OUTPUT.build)")
     s.add_argument("--shared", action="store_true", help="build a shared library for the Python binding (host only)")
     s.add_argument("--ctx", type=int, default=0, help="largest context the binary accepts (default: the model's)")
-    s.add_argument("--head", default="auto", choices=["auto", "f16", "f32", "q8", "q4"],
+    s.add_argument("--head", default="auto", choices=MATRIX_CHOICES,
                    help="precision of the output head (and of the embedding when tied); auto keeps the file's")
+    s.add_argument("--embed", default="auto", choices=MATRIX_CHOICES,
+                   help="precision of an untied model's embedding table; auto keeps the file's")
     s.add_argument("--ternarize", action="store_true", help="quantize non-ternary projections post-training (quality drops)")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(fn=cmd_build)
@@ -272,7 +278,8 @@ def main(argv=None):
     s.add_argument("model")
     s.add_argument("text")
     s.add_argument("--ctx", type=int, default=256, help="window length in tokens (default 256)")
-    s.add_argument("--head", default="auto", choices=["auto", "f16", "f32", "q8", "q4"])
+    s.add_argument("--head", default="auto", choices=MATRIX_CHOICES, help="output head precision (see build)")
+    s.add_argument("--embed", default="auto", choices=MATRIX_CHOICES, help="untied embedding precision (see build)")
     s.add_argument("-t", "--threads", type=int, default=2)
     s.add_argument("--max-windows", type=int, default=None)
     s.add_argument("--json", action="store_true")

@@ -25,7 +25,7 @@ from importlib import resources
 import numpy as np
 
 from .model import Model
-from .pack import MATRIX_TYPES, pack_i2s, pack_matrix, padded_k
+from .pack import MATRIX_TYPES, matrix_kinds, pack_i2s, pack_matrix, padded_k
 from .pack_tl import pack_tl1, pack_tl2
 
 # kernel layout -> packer (layouts documented in runtime_c/kernels/)
@@ -48,7 +48,8 @@ def batch_size(m: Model, target: Target) -> int:
 @dataclass
 class BuildOptions:
     kernel: str = "i2s"
-    head: str = "auto"                  # f32 | f16 | q8 | q4 | auto (the source precision)
+    head: str = "auto"                  # f32 | f16 | q8 | q6 | q4 | auto (the source precision)
+    embed: str = "auto"                 # the same for an untied model's embedding table
     weights: str = "embedded"           # embedded | external
     n_ctx_max: int = 0                  # 0: the model's trained context
     shared: bool = False                # build a shared library for the Python binding
@@ -88,11 +89,6 @@ class BlobWriter:
         return self.pos, self.h.hexdigest()
 
 
-def _stores_f16(dtype_name: str) -> bool:
-    """Keep a float matrix in f16 when the source was f16 (exact); anything else as f32."""
-    return dtype_name == "F16"
-
-
 def write_weights(m: Model, path: str, opts: BuildOptions, tokenizer_blob: bytes | None):
     """Pack every tensor into weights.bin. Returns (index dict, size, sha256)."""
     w = BlobWriter(path)
@@ -100,20 +96,15 @@ def write_weights(m: Model, path: str, opts: BuildOptions, tokenizer_blob: bytes
     if tokenizer_blob:
         idx["tokenizer"] = w.add(tokenizer_blob)
         idx["tokenizer_bytes"] = len(tokenizer_blob)
-    # Embedding and head: the source precision (f16 stays f16, anything else f32), or the
-    # --head precision for the head. A tied model stores one matrix, in the head's precision.
-    embd_kind = "f16" if _stores_f16(m.token_embd_dtype) else "f32"
-    head_kind = opts.head if opts.head != "auto" else (
-        embd_kind if m.output is None else ("f16" if _stores_f16(m.output_dtype) else "f32"))
-    if m.output is None:
-        embd_kind = head_kind
-    data, scales, _ = pack_matrix(m.token_embd, embd_kind)
-    idx["embd"] = (MATRIX_TYPES[embd_kind], w.add(data), w.add(scales) if scales is not None else 0)
-    if m.output is None:
-        idx["head"] = idx["embd"]
-    else:
-        data, scales, _ = pack_matrix(m.output, head_kind)
-        idx["head"] = (MATRIX_TYPES[head_kind], w.add(data), w.add(scales) if scales is not None else 0)
+    # Embedding and head: the source precision, or --head / --embed (pack.matrix_kinds). A
+    # tied model stores one matrix, in the head's precision.
+    embd_kind, head_kind = matrix_kinds(m, opts.head, opts.embed)
+
+    def add_matrix(a, kind):
+        pm = pack_matrix(a, kind)
+        return (MATRIX_TYPES[kind], w.add(pm.data), w.add(pm.scales) if pm.scales is not None else 0)
+    idx["embd"] = add_matrix(m.token_embd, embd_kind)
+    idx["head"] = idx["embd"] if m.output is None else add_matrix(m.output, head_kind)
     idx["embd_kind"], idx["head_kind"] = embd_kind, head_kind
     idx["output_norm"] = w.add(np.asarray(m.output_norm, "<f4"))
     layers = []

@@ -17,7 +17,7 @@ from .gguf_file import GGUFFile
 
 
 def perplexity(gguf: str, text_path: str, ctx: int = 256, head: str = "auto", threads: int = 2,
-               max_windows: int | None = None) -> dict:
+               max_windows: int | None = None, embed: str = "auto") -> dict:
     from .bindings.api import CompiledModel
     from .bindings.model import compile_cached
 
@@ -31,7 +31,7 @@ def perplexity(gguf: str, text_path: str, ctx: int = 256, head: str = "auto", th
             data = f.read()
     except OSError as e:
         raise BitnetError(f"{text_path}: cannot read ({e.strerror})") from None
-    lib = compile_cached(gguf, head=head)
+    lib = compile_cached(gguf, head=head, embed=embed)
     with CompiledModel(lib, n_ctx=ctx, n_threads=threads) as cm:
         ids = np.asarray(cm.tokenize(data, add_bos=False), dtype=np.int64)
         n_win = len(ids) // ctx
@@ -49,4 +49,4 @@ def perplexity(gguf: str, text_path: str, ctx: int = 256, head: str = "auto", th
             total += float(np.sum(logz - lg[np.arange(ctx), win]))
     n = n_win * ctx
     return {"perplexity": math.exp(total / n), "nll": total / n, "tokens": n, "windows": n_win, "ctx": ctx,
-            "head": head}
+            "head": head, "embed": embed}

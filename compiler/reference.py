@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import Model, TernaryWeight
+from .pack import QBLOCK, QUANTIZED, PackedMatrix, matrix_kinds, pack_matrix
 
 f32 = np.float32
 
@@ -86,11 +87,56 @@ def attention_head(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray)
     return out
 
 
-class Reference:
-    """Stateful reference model with a KV cache."""
+def quantize_head_input(xn: np.ndarray):
+    """The integer heads' input (runtime_c/head.c, head_prepare): xn f32 [T, E], zero-padded
+    to whole pairs of 32-blocks, quantized per block Q8_0-style: d = max|block| / 127,
+    q = round(x / d) (half to even). Returns (q int8 [T, blocks, 32], d f32 [T, blocks])."""
+    T, E = xn.shape
+    EP = -(-E // 64) * 64
+    b = np.zeros((T, EP), f32)
+    b[:, :E] = xn
+    b = b.reshape(T, EP // QBLOCK, QBLOCK)
+    d = (np.max(np.abs(b), axis=2) / f32(127)).astype(f32)
+    q = np.clip(np.rint(b / np.where(d == 0, f32(1), d)[..., None]), -127, 127).astype(np.int8)
+    return q, d
 
-    def __init__(self, model: Model):
+
+def quantized_head(xn: np.ndarray, pm: PackedMatrix) -> np.ndarray:
+    """logits f32 [T, V] of a q8/q6/q4 head, computed as runtime_c/head.c does: per 32-block
+    an exact integer dot of the codes with the quantized input, a float term
+    dx * isum (q8; times the row scale at the end) or (dw * dx) * isum (q6, q4), added to
+    lane (block % 8) of eight float32 partial sums, which are then added as
+    ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))."""
+    q, dx = quantize_head_input(xn)
+    V = pm.codes.shape[0]
+    nb = pm.codes.shape[1] // QBLOCK
+    codes = pm.codes.reshape(V, nb, QBLOCK).astype(np.float64)
+    lanes = np.zeros((xn.shape[0], V, 8), f32)
+    for b in range(nb):
+        isum = (q[:, b, :].astype(np.float64) @ codes[:, b, :].T).astype(f32)     # exact: |isum| < 2^24
+        s = dx[:, b][:, None] if pm.kind == "q8" else pm.d[None, :, b] * dx[:, b][:, None]
+        lanes[:, :, b % 8] += s * isum
+    out = ((lanes[..., 0] + lanes[..., 4]) + (lanes[..., 2] + lanes[..., 6])) + \
+          ((lanes[..., 1] + lanes[..., 5]) + (lanes[..., 3] + lanes[..., 7]))
+    return out * pm.d[None, :] if pm.kind == "q8" else out
+
+
+class Reference:
+    """Stateful reference model with a KV cache.
+
+    head, embed: the precision a build stores the head and (untied) embedding in (the build's
+    --head/--embed): the reference then computes with exactly those values, and for q8/q6/q4
+    heads with the runtime's integer head (quantized_head)."""
+
+    def __init__(self, model: Model, head: str = "auto", embed: str = "auto"):
         self.m = model
+        self.embd, self.head, self.head_packed = model.token_embd, model.head, None
+        if head != "auto" or embed != "auto":
+            embd_kind, head_kind = matrix_kinds(model, head, embed)
+            pm = pack_matrix(model.head, head_kind)
+            self.head = pm.values
+            self.head_packed = pm if head_kind in QUANTIZED else None
+            self.embd = pm.values if model.output is None else pack_matrix(model.token_embd, embd_kind).values
         self.reset()
 
     def reset(self):
@@ -105,7 +151,7 @@ class Reference:
         tokens = np.asarray(tokens, dtype=np.int64)
         T = tokens.size
         pos = np.arange(self.pos, self.pos + T)
-        x = m.token_embd[tokens].astype(f32)                                    # [T, E]
+        x = self.embd[tokens].astype(f32)                                       # [T, E]
         H, Hkv, D = hp.n_head, hp.n_head_kv, hp.head_dim
         group = H // Hkv
         for li, L in enumerate(m.layers):
@@ -138,7 +184,9 @@ class Reference:
             x = x + ternary_matmul(f, L.w_down)
         self.pos += T
         xn = rmsnorm(x, m.output_norm, hp.norm_eps)
-        return (xn @ m.head.T).astype(f32)
+        if self.head_packed is not None:
+            return quantized_head(xn, self.head_packed)
+        return (xn @ self.head.T).astype(f32)
 
     def generate_greedy(self, prompt, n: int, stop_ids=()):
         """Greedy continuation: returns the list of generated ids (prompt excluded)."""

@@ -405,21 +405,22 @@ static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct {
-    const float *x;     /* (E) normed final hidden state */
-    float *logits;      /* (V) */
+    const head_input *in;   /* normed final hidden state (E), quantized for integer heads */
+    float *logits;          /* (V) */
 } head_task;
 
 static void head_worker(void *arg, int ith, int nth) {
     head_task *t = arg;
     int chunk = (BN_N_VOCAB + nth - 1) / nth;
     int v0 = ith * chunk, v1 = v0 + chunk < BN_N_VOCAB ? v0 + chunk : BN_N_VOCAB;
-    if (v0 < v1) head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, t->x, t->logits, v0, v1);
+    if (v0 < v1) head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, t->in, t->logits, v0, v1);
 }
 
 static void compute_logits(bn_context *c, int token_in_batch, float *logits) {
     float *xn = c->xb;   /* reuse: (E) */
     rmsnorm(xn, c->x + (size_t)token_in_batch * BN_N_EMBD, f32_at(BN_WEIGHTS_INDEX.output_norm), BN_N_EMBD);
-    head_task t = {xn, logits};
+    head_prepare(&c->head_in, BN_HEAD_TYPE, xn);   /* q8/q6/q4: quantize xn once, for all threads */
+    head_task t = {&c->head_in, logits};
     bn_pool_run(c->pool, head_worker, &t);
 }
 

@@ -14,6 +14,17 @@
 #define ACC_QKV (BN_N_EMBD + 2 * BN_KV_DIM)
 #define ACC_MAX (2 * BN_N_FF > ACC_QKV ? 2 * BN_N_FF : ACC_QKV)
 
+/* The input of the integer heads (q8, q6, q4; head.c): the head's input vector quantized
+ * once per token, before the threads split the rows, in 32-element blocks (Q8_0 style). */
+#define HEAD_XP ((BN_N_EMBD + 63) / 64 * 64)   /* E padded to whole pairs of blocks */
+#define HEAD_NB (HEAD_XP / 32)                 /* blocks */
+typedef struct {
+    const float *x;          /* (E) the normed final hidden state (the float heads use it) */
+    int8_t q[HEAD_XP];       /* (HEAD_XP) round(x / d) per block, half to even; zero padding */
+    float d[HEAD_NB];        /* (HEAD_NB) block scales max|block| / 127 (0: an all-zero block) */
+    int32_t sum[HEAD_NB];    /* (HEAD_NB) sum of each block's q (offsets of unsigned codes) */
+} head_input;
+
 struct bn_context {
     int n_ctx;               /* KV cache capacity, tokens */
     int n_threads;
@@ -40,6 +51,7 @@ struct bn_context {
     struct bn_context *row_owner[BN_BATCH];  /* sequence of each batch row (itself, or others in bn_eval_batch) */
     int row_pos[BN_BATCH];   /* position of each batch row in its sequence */
     float rope_cs[BN_BATCH * BN_ROPE_DIM];  /* (BN_BATCH, ROPE_DIM/2, 2) cos/sin of each row's position */
+    head_input head_in;      /* the head's input of the token being scored, quantized (head.c) */
 
     float *key_cache;        /* (L, n_ctx, KV) */
     float *value_cache;      /* (L, n_ctx, KV) */
@@ -51,8 +63,11 @@ struct bn_context {
 
 /* head.c: the output head and embedding rows */
 void head_init(void);
-/* logits[v] = dot(row v of m, x) for v in [v0, v1); m stored as `type` (BN_MAT_*). */
-void head_rows(const bn_matrix_ref *m, int type, const float *x, float *logits, int v0, int v1);
+/* Set in->x = x and, for the integer head types, quantize x into in (once per token). */
+void head_prepare(head_input *in, int type, const float *x);
+/* logits[v] = dot(row v of m, x) for v in [v0, v1); m stored as `type` (BN_MAT_*), its
+ * input prepared by head_prepare. Bit-identical results on every CPU and thread split. */
+void head_rows(const bn_matrix_ref *m, int type, const head_input *in, float *logits, int v0, int v1);
 /* One row of m as f32 (embedding lookup). */
 void matrix_row(float *out, const bn_matrix_ref *m, int type, int row);
 

@@ -14,8 +14,11 @@
 /* Storage of a float matrix [V, E] (embedding, head): BN_EMBD_TYPE / BN_HEAD_TYPE. */
 #define BN_MAT_F32 0   /* data: f32 [V][E] */
 #define BN_MAT_F16 1   /* data: f16 [V][E] */
-#define BN_MAT_Q8  2   /* data: int8 [V][E]; scales: f32 [V] (one per row) */
-#define BN_MAT_Q4  3   /* data: uint8 [V][E/2], codes 0..15 = (c-8)*d, low nibble first; scales: f32 [V][E/32] */
+/* Quantized types (layouts in compiler/pack.py pack_matrix and head.c): EP8 = E rounded up to
+ * 32, EP = E rounded up to 64 (zero padding); q4/q6 rows are pairs of 32-element blocks. */
+#define BN_MAT_Q8  2   /* data: int8 [V][EP8]; scales: f32 [V] (one per row) */
+#define BN_MAT_Q4  3   /* data: uint8 [V][EP/64][32], codes 0..15 = (c-8)*d; scales: f16 [V][EP/32] */
+#define BN_MAT_Q6  4   /* data: uint8 [V][EP/64][48], codes 0..63 = (c-32)*d; scales: f16 [V][EP/32] */
 
 typedef struct {
     uint64_t data;         /* see BN_MAT_* */

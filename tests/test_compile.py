@@ -147,7 +147,7 @@ def test_emit_c_is_a_rebuildable_tree(cache, tmp_path):
     assert r.returncode == 0 and len(r.stdout.split()) == 4
 
 
-SANITIZE_DEFAULT = [("bitnet-b1.58", "tq2_0", "i2s", "auto")]
+SANITIZE_DEFAULT = [("bitnet-b1.58", "tq2_0", "i2s", "auto"), ("bitnet-b1.58", "tq2_0", "i2s", "q6")]
 # Under -m slow: the test suite's other compiled configurations (every architecture, both x86
 # kernels, quantized heads) run once under ASan + UBSan too.
 SANITIZE_SLOW = [("bitnet", "tq1_0", "i2s", "auto"), ("bitnet-25", "i2_s", "tl2", "q8"),
@@ -160,7 +160,6 @@ SANITIZE_SLOW = [("bitnet", "tq1_0", "i2s", "auto"), ("bitnet-25", "i2_s", "tl2"
 def test_generated_c_clean_under_asan_ubsan(cache, tmp_path, arch, ptype, kernel, head):
     """The same generated tree, compiled natively by gcc with -fsanitize=address,undefined."""
     from bitnet_aot.build import build
-    from bitnet_aot.pack import pack_matrix
     gguf = cache.model(arch, ptype)
     d = tmp_path / "san"
     res = build(gguf, "x86_64-linux", emit_c=str(d), kernel=kernel, head=head, log=lambda s: None)
@@ -176,17 +175,12 @@ def test_generated_c_clean_under_asan_ubsan(cache, tmp_path, arch, ptype, kernel
     r = _run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"], cwd=str(d))
     assert r.returncode == 0, r.stderr
     m = load_gguf(gguf)
-    if head != "auto":
-        if m.output is None:
-            m.token_embd = pack_matrix(m.token_embd, head)[2]
-        else:
-            m.output = pack_matrix(m.output, head)[2]
     prompt = list(range(3, 40))
     for threads in ("1", "3"):
         r = _run([str(d / "san"), "--ids", " ".join(map(str, prompt)), "-n", "24", "--temp", "0", "--print-ids",
                   "--ignore-eos", "-t", threads])
         assert r.returncode == 0 and "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr
-        assert [int(t) for t in r.stdout.split()] == Reference(m).generate_greedy(prompt, 24)
+        assert [int(t) for t in r.stdout.split()] == Reference(m, head=head).generate_greedy(prompt, 24)
     r = _run([str(d / "san"), "--ids", "1 2", "-n", "300", "--temp", "0.9", "--top-k", "5", "--ctx", "64",
               "--repeat-penalty", "1.3", "--print-ids"])
     assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr
@@ -251,30 +245,59 @@ def test_2b4t_shaped_model_builds_and_runs(tmp_path):
     assert "timings:" in r.stderr
 
 
-@pytest.mark.parametrize("arch,head", [("bitnet-b1.58", "q8"), ("bitnet-b1.58", "q4"), ("llama", "q8"), ("llama", "q4")])
-def test_quantized_head_matches_reference_with_the_same_values(cache, arch, head):
-    """--head q8/q4: the compiled model equals the reference run with the dequantized
-    matrices the packer wrote (tied models: embedding and head share one matrix)."""
-    from bitnet_aot.pack import pack_matrix
+@pytest.mark.parametrize("arch,head,embed", [("bitnet-b1.58", "q8", "auto"), ("bitnet-b1.58", "q6", "auto"),
+                                              ("bitnet-b1.58", "q4", "auto"), ("llama", "q8", "q4"),
+                                              ("llama", "q6", "auto"), ("llama", "q4", "q6")])
+def test_quantized_head_matches_reference_with_the_same_values(cache, arch, head, embed):
+    """--head q8/q6/q4 (and --embed for an untied model): the compiled model equals the
+    reference run with the values the packer wrote and the runtime's integer head
+    (reference.quantized_head); tied models share one matrix. Every thread count gives the
+    same bits."""
     gguf = cache.model(arch, "tq2_0")
-    lib = cache.build(gguf, head=head).output
+    lib = cache.build(gguf, head=head, embed=embed).output
     m = load_gguf(gguf)
-    if m.output is None:
-        m.token_embd = pack_matrix(m.token_embd, head)[2]
-    else:
-        m.output = pack_matrix(m.output, head)[2]
     toks = _tokens(m.hp.n_vocab, 32, seed=5)
-    want = Reference(m).forward(toks)
-    with CompiledModel(lib, n_ctx=256, n_threads=2) as cm:
-        got = cm.eval(toks)
-        assert np.max(np.abs(got - want)) < 1e-3 * float(np.ptp(want))
-        assert cm.generate(toks[:8], 24, ignore_eos=True) == Reference(m).generate_greedy(toks[:8], 24)
+    ref = Reference(m, head=head, embed=embed)
+    want = ref.forward(toks)
+    got = []
+    for threads in (1, 3):
+        with CompiledModel(lib, n_ctx=256, n_threads=threads) as cm:
+            got.append(cm.eval(toks))
+            assert np.max(np.abs(got[-1] - want)) < 1e-5 * float(np.ptp(want))
+            assert cm.generate(toks[:8], 24, ignore_eos=True) == Reference(m, head=head, embed=embed).generate_greedy(toks[:8], 24)
+    assert np.array_equal(got[0], got[1])
+
+
+@pytest.mark.parametrize("width", [96, 288])
+def test_quantized_heads_of_odd_widths(cache, width):
+    """Widths that are not whole pairs of 32-blocks (padded rows), with and without a tail
+    after the SIMD rows' groups of eight blocks."""
+    gguf = cache.model("bitnet-b1.58", "f16", n_embd=width, n_head=width // 32, n_head_kv=1, n_ff=256)
+    m = load_gguf(gguf)
+    toks = _tokens(m.hp.n_vocab, 16, seed=7)
+    for head in ("q8", "q6", "q4"):
+        with CompiledModel(cache.build(gguf, head=head).output, n_ctx=64, n_threads=2) as cm:
+            got = cm.eval(toks)
+        want = Reference(m, head=head).forward(toks)
+        assert np.max(np.abs(got - want)) < 1e-5 * float(np.ptp(want)), head
 
 
 def test_quantized_heads_are_smaller(cache):
     gguf = cache.model("bitnet-b1.58", "tq2_0")
-    sizes = {h: cache.build(gguf, head=h).blob_bytes for h in ("f16", "q8", "q4")}
-    assert sizes["q4"] < sizes["q8"] < sizes["f16"]
+    sizes = {h: cache.build(gguf, head=h).blob_bytes for h in ("f16", "q8", "q6", "q4")}
+    assert sizes["q4"] < sizes["q6"] < sizes["q8"] < sizes["f16"]
+
+
+def test_head_and_embed_options_are_checked(cache):
+    from bitnet_aot.build import build
+    from bitnet_aot.cli import MATRIX_CHOICES
+    from bitnet_aot.errors import BitnetError
+    from bitnet_aot.pack import MATRIX_CHOICES as PACK_CHOICES
+    assert MATRIX_CHOICES == PACK_CHOICES
+    with pytest.raises(BitnetError, match="--head must be one of auto, f32, f16, q8, q6, q4, not 'q5'"):
+        build(cache.model(), "host", head="q5", log=lambda s: None)
+    with pytest.raises(BitnetError, match="tied to its embedding.*use --head"):
+        build(cache.model(), "host", embed="q8", log=lambda s: None)
 
 
 def test_stdin_prompt_of_any_bytes_and_closed_stdout(static_binary, tmp_path):
