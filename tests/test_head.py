@@ -1,0 +1,86 @@
+"""The output head alone (runtime_c/head.c through tests/head_harness.c): the integer heads
+(q8, q6, q4) give bit-identical logits on every code path (portable, AVX2, AVX-VNNI) and
+equal compiler/reference.py's quantized_head, for head inputs with outliers, all-zero
+blocks and widths with padded blocks and a tail after the SIMD groups of eight blocks."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bitnet_aot.build import BASE_CFLAGS, build
+from bitnet_aot.factory import make_test_model
+from bitnet_aot.gguf_import import load_gguf
+from bitnet_aot.pack import pack_matrix
+from bitnet_aot.reference import quantized_head
+from bitnet_aot.toolchain import run_zig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KCPU_AVX2, KCPU_AVXVNNI = 1, 4            # runtime_c/kernels/kernels.h
+
+pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"),
+                                reason="the harness runs the x86-64 Linux paths")
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _paths() -> dict:
+    flags = _cpu_flags()
+    paths = {"portable": 0}
+    if "avx2" in flags and "f16c" in flags and "fma" in flags:
+        paths["avx2"] = KCPU_AVX2
+        if "avx_vnni" in flags:
+            paths["avxvnni"] = KCPU_AVX2 | KCPU_AVXVNNI
+    return paths
+
+
+def _harness(tmp_path, gguf: str, head: str) -> tuple:
+    d = tmp_path / f"tree-{head}"
+    build(gguf, "x86_64-linux", emit_c=str(d), head=head, log=lambda s: None)
+    exe = str(d / "head_harness")
+    # a local zig cache: its entries are keyed by relative include paths (gen/model_config.h)
+    run_zig(["cc", "-target", "x86_64-linux-musl", "-O2"] + BASE_CFLAGS +
+            [os.path.join(ROOT, "tests", "head_harness.c"), "src/head.c", "gen/weights_index.c", "-o", exe],
+            str(d), "compiling the head harness", local_cache=str(d / ".zig-cache"))
+    return exe, str(d / "weights.bin")
+
+
+def _inputs(E: int, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((6, E)).astype(np.float32)
+    x[1, :32] = 0                                       # an all-zero block
+    x[2, 5] = 40.0                                      # an outlier
+    x[3] = np.round(x[3] * 2) / 2                       # values on rounding ties of x / d
+    x[4, -7:] = 0
+    x[5] *= np.float32(1e-3)
+    return x
+
+
+@pytest.mark.parametrize("width", [288, 512])
+@pytest.mark.parametrize("head", ["q8", "q6", "q4"])
+def test_every_code_path_gives_the_same_logits(tmp_path, width, head):
+    gguf = make_test_model(str(tmp_path / "m.gguf"), "bitnet-b1.58", "f16", n_embd=width, n_head=width // 32,
+                           n_head_kv=1, n_ff=256, n_layer=1, n_vocab=700, tokenizer=None)
+    exe, weights = _harness(tmp_path, gguf, head)
+    x = _inputs(width)
+    want = quantized_head(x, pack_matrix(load_gguf(gguf).head, head))
+    outs = {}
+    for name, mask in _paths().items():
+        r = subprocess.run([exe, weights, str(mask)], input=x.tobytes(), capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()
+        outs[name] = np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
+    for name, got in outs.items():
+        assert np.array_equal(got, want), (name, float(np.max(np.abs(got - want))))
