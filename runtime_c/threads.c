@@ -25,6 +25,7 @@ void bn_pool_free(bn_pool *p) { free(p); }
 #else
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -78,6 +79,10 @@ static int spin_while_equal(atomic_int *v, int unchanged) {
             uint64_t t = now_ns();
             if (!deadline) deadline = t + SPIN_NS;
             else if (t > deadline) return now;
+            /* With more threads than free cores (-t above the core count, or other jobs),
+             * the thread we wait for may need this core: offer it. Costs a system call
+             * per ~256 spins when nobody else wants the core. */
+            if (i > 4096) sched_yield();
         }
     }
 }
