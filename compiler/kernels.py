@@ -29,6 +29,7 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
     "x86_64": _PORTABLE + (
         KernelSource("i2s_avx2.c", ("-mavx2",), "avx2"),
         KernelSource("i2s_avx2.c", ("-mavx2", "-mavxvnni", "-DI2S_VNNI"), "avxvnni"),
+        KernelSource("i2s_avx2.c", ("-mavx2", "-mavx512vl", "-mavx512vnni", "-DI2S_VNNI", "-DI2S_EVEX"), "avx512vl"),
         KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
     ),

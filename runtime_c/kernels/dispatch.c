@@ -87,7 +87,18 @@ unsigned kernel_cpu_features(void) {
 I2S_WRAP(scalar)
 I2S_WRAP(generic)
 #if KERNELS_X86
-I2S_WRAP(avx512vnni)
+/* AVX-512 VNNI: 512-bit GEMM, and the 256-bit (EVEX) shift-free GEMV of i2s_avx2.c */
+static void i2s_gemv_avx512vnni_k(const uint8_t *w, const int8_t *x, int32_t *y, int KP,
+                                  int rb, int re, void *s) {
+    (void)s;
+    i2s_gemv_avx512vl(w, x, y, KP, rb, re);
+}
+static void i2s_gemm_avx512vnni_k(const uint8_t *w, const int8_t *x, int32_t *y, int N,
+                                  int M, int KP, int rb, int re, void *s) {
+    (void)s;
+    if (N == 1) i2s_gemv_avx512vl(w, x, y, KP, rb, re);
+    else i2s_gemm_avx512vnni(w, x, y, N, M, KP, rb, re);
+}
 I2S_WRAP(avxvnni)
 I2S_WRAP(avx2)
 #endif

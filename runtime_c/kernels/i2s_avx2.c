@@ -1,6 +1,10 @@
-/* i2s_avx2.c: the i2s kernels for x86-64 with AVX2, compiled twice (compiler/kernels.py):
+/* i2s_avx2.c: the i2s kernels for x86-64 with AVX2, compiled three times (compiler/kernels.py):
  *   -mavx2                          -> i2s_{gemv,gemm}_avx2     (Haswell+, Zen 1+)
  *   -mavx2 -mavxvnni -DI2S_VNNI     -> i2s_{gemv,gemm}_avxvnni  (Alder Lake+, Zen 5+)
+ *   -mavx2 -mavx512vl -mavx512vnni -DI2S_VNNI -DI2S_EVEX
+ *                                   -> i2s_{gemv,gemm}_avx512vl (the same 256-bit vpdpbusd in
+ *      its EVEX form, which every AVX-512 VNNI CPU has, AVX-VNNI or not: Zen 4, Ice Lake.
+ *      i2s_avx512vnni uses its GEMV, which streams memory faster than a 512-bit one here.)
  * Only these objects may contain AVX instructions; dispatch.c calls them only after the
  * start-up CPU check found AVX2 (and AVX-VNNI) with OS support for YMM state.
  *
@@ -41,8 +45,12 @@
 #define I2S_GEMM_T 4
 #endif
 
-#ifdef I2S_VNNI
+#if defined(I2S_VNNI) && defined(I2S_EVEX)
+#define I2S_FN(name) name##_avx512vl
+#define I2S_DPBUSD _mm256_dpbusd_epi32         /* EVEX encoding (AVX512VL + AVX512_VNNI) */
+#elif defined(I2S_VNNI)
 #define I2S_FN(name) name##_avxvnni
+#define I2S_DPBUSD _mm256_dpbusd_avx_epi32     /* VEX encoding (AVX-VNNI) */
 #else
 #define I2S_FN(name) name##_avx2
 #define I2S_GROUP 8  /* blocks accumulated in int16 before widening; see overflow note */
@@ -103,7 +111,7 @@ void i2s_tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stri
                     _mm_prefetch((const char *)(w + i * row_bytes + 32 * (size_t)b + pf), _MM_HINT_T0);
             const int8_t *xb = x + 128 * (size_t)b;
 #ifdef I2S_VNNI
-#define I2S_MAC(i, t, c, xv) acc32[i][t] = _mm256_dpbusd_avx_epi32(acc32[i][t], c, xv)
+#define I2S_MAC(i, t, c, xv) acc32[i][t] = I2S_DPBUSD(acc32[i][t], c, xv)
 #else
 #define I2S_MAC(i, t, c, xv) acc16[i][t] = _mm256_add_epi16(acc16[i][t], _mm256_maddubs_epi16(c, xv))
 #endif
@@ -170,10 +178,10 @@ void i2s_gemv_tile_vnni(const uint8_t *w, size_t row_bytes, const int8_t *x, int
             const uint8_t *wb = w + i * row_bytes + 32 * (size_t)b;
             if (pf && !(b & 1)) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
             const __m256i v = _mm256_loadu_si256((const __m256i *)wb);
-            acc[i][0] = _mm256_dpbusd_avx_epi32(acc[i][0], _mm256_and_si256(v, m0), x0);
-            acc[i][1] = _mm256_dpbusd_avx_epi32(acc[i][1], _mm256_and_si256(v, m1), x1);
-            acc[i][2] = _mm256_dpbusd_avx_epi32(acc[i][2], _mm256_and_si256(v, m2), x2);
-            acc[i][3] = _mm256_dpbusd_avx_epi32(acc[i][3], _mm256_and_si256(v, m3), x3);
+            acc[i][0] = I2S_DPBUSD(acc[i][0], _mm256_and_si256(v, m0), x0);
+            acc[i][1] = I2S_DPBUSD(acc[i][1], _mm256_and_si256(v, m1), x1);
+            acc[i][2] = I2S_DPBUSD(acc[i][2], _mm256_and_si256(v, m2), x2);
+            acc[i][3] = I2S_DPBUSD(acc[i][3], _mm256_and_si256(v, m3), x3);
         }
     }
     for (int i = 0; i < R; i++) {

@@ -15,7 +15,8 @@
  * Tiling: GEMM tiles are 4 rows (2 ZMM) x 8 tokens: 16 ZMM accumulators, each unpacked code
  * register serving 8 tokens, each broadcast activation serving 2 registers (4 rows). The
  * row pair's bytes stay in L1 while the token loop walks over a slab of I2S_NSLAB tokens
- * whose activations stay in L2. GEMV runs 4 rows per step, shift-free, with software prefetch.
+ * whose activations stay in L2. (GEMV is memory-bound; there the 256-bit shift-free kernel of
+ * i2s_avx2.c, compiled for AVX512VL, streams faster: dispatch.c pairs the two. N >= 2 here.)
  *
  * Overflow: a 32-bit lane gets 4 products c*q (c <= 2, |q| <= 128) per code chunk, 4 chunks
  * per block: |lane| <= 4096 per block, 32*KP in total: exact for KP < 2^26.
@@ -49,11 +50,11 @@ static int32_t sum_q(const int8_t *x, int KP) {
 /* The core: RZ row pairs (RZ <= 2) times T tokens (T <= 8), full K. Always inlined with
  * constant RZ and T so the accumulators stay in registers.
  * rows[2z], rows[2z+1]: the two rows of pair z (the same row twice for an odd tail).
- * x: first token (tokens are x_stride apart). pf: prefetch distance in bytes, 0 = none.
+ * x: first token (tokens are x_stride apart).
  * out[2z + h][t] = sum_k c[row 2z+h][k] * q[t][k] (uncorrected). */
 static inline __attribute__((always_inline))
 void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP,
-          const int RZ, const int T, size_t pf, int32_t out[4][T_MAX]) {
+          const int RZ, const int T, int32_t out[4][T_MAX]) {
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i acc[2][T_MAX];
     for (int z = 0; z < RZ; z++)
@@ -64,10 +65,6 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
             const uint8_t *lo = rows[2 * z] + 32 * (size_t)b, *hi = rows[2 * z + 1] + 32 * (size_t)b;
             wv[z] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
                                        _mm256_loadu_si256((const __m256i *)hi), 1);
-            if (pf && !(b & 1)) {
-                _mm_prefetch((const char *)(lo + pf), _MM_HINT_T0);
-                _mm_prefetch((const char *)(hi + pf), _MM_HINT_T0);
-            }
         }
         const int8_t *xb = x + 128 * (size_t)b;
         for (int j = 0; j < 4; j++) {       /* codes at bits 6-2j pair with activations 32j.. */
@@ -87,63 +84,6 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
         }
 }
 
-/* GEMV streams the matrix once; prefetch ~12 KB ahead (see i2s_avx2.c). */
-static size_t prefetch_distance(size_t row_bytes) {
-    size_t rows = (12288 / row_bytes + 3) / 4 * 4;
-    rows = rows < 4 ? 4 : rows > 32 ? 32 : rows;
-    return rows * row_bytes;
-}
-
-/* GEMV without shifts (as i2s_avxvnni's): code j sits at bits 6-2j of each byte, so
- * w & (3 << (6-2j)) is the code times 4^(3-j), still an unsigned byte <= 128; each j has
- * its own accumulator, whose lanes are all multiples of 4^(3-j), so an arithmetic shift
- * divides them back exactly. 4 rows (2 ZMM) per step: 8 AND + 8 VPDPBUSD per 128 bytes.
- * Overflow: a lane gets KP/32 products of at most 4 * 64*2*128 = 2^16: exact for KP < 2^20. */
-void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
-                         int KP, int row_begin, int row_end) {
-    const size_t row_bytes = (size_t)KP / 4;
-    const int32_t sx = sum_q(x, KP);
-    const size_t pf = prefetch_distance(row_bytes);
-    const __m512i mask[4] = {_mm512_set1_epi8((char)0xc0), _mm512_set1_epi8(0x30),
-                             _mm512_set1_epi8(0x0c), _mm512_set1_epi8(0x03)};
-    int r = row_begin;
-    for (; r + 4 <= row_end; r += 4) {
-        const uint8_t *w0 = w + (size_t)r * row_bytes;
-        __m512i acc[2][4];
-        for (int z = 0; z < 2; z++)
-            for (int j = 0; j < 4; j++) acc[z][j] = _mm512_setzero_si512();
-        for (int b = 0; b < KP / 128; b++) {
-            __m512i xv[4];
-            for (int j = 0; j < 4; j++)
-                xv[j] = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + 128 * (size_t)b + 32 * j)));
-            for (int z = 0; z < 2; z++) {
-                const uint8_t *lo = w0 + 2 * z * row_bytes + 32 * (size_t)b, *hi = lo + row_bytes;
-                if (!(b & 1)) {
-                    _mm_prefetch((const char *)(lo + pf), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(hi + pf), _MM_HINT_T0);
-                }
-                const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
-                                                     _mm256_loadu_si256((const __m256i *)hi), 1);
-                for (int j = 0; j < 4; j++) acc[z][j] = _mm512_dpbusd_epi32(acc[z][j], _mm512_and_si512(v, mask[j]), xv[j]);
-            }
-        }
-        for (int z = 0; z < 2; z++) {
-            __m512i s = _mm512_add_epi32(_mm512_srai_epi32(acc[z][0], 6), _mm512_srai_epi32(acc[z][1], 4));
-            s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_srai_epi32(acc[z][2], 2), acc[z][3]));
-            y[r + 2 * z] = hsum256(_mm512_castsi512_si256(s)) - sx;
-            y[r + 2 * z + 1] = hsum256(_mm512_extracti64x4_epi64(s, 1)) - sx;
-        }
-    }
-    int32_t out[4][T_MAX];
-    for (; r < row_end; r += 2) {
-        const uint8_t *r1 = w + (size_t)(r + 1 < row_end ? r + 1 : r) * row_bytes;
-        const uint8_t *rows[4] = {w + (size_t)r * row_bytes, r1, NULL, NULL};
-        tile(rows, x, 0, KP, 1, 1, 0, out);
-        y[r] = out[0][0] - sx;
-        if (r + 1 < row_end) y[r + 1] = out[1][0] - sx;
-    }
-}
-
 /* rows[] (RZ pairs) against tokens [n0, n1): tiles of 8 tokens, then tails of 4, 2, 1. */
 static inline __attribute__((always_inline))
 void rows_tokens(const uint8_t *const rows[4], const int8_t *x, int32_t *y, const int32_t *sx,
@@ -152,7 +92,7 @@ void rows_tokens(const uint8_t *const rows[4], const int8_t *x, int32_t *y, cons
     int n = n0;
 #define TOKENS(TT)                                                                          \
     {                                                                                       \
-        tile(rows, x + (size_t)n * KP, KP, KP, RZ, TT, 0, out);                             \
+        tile(rows, x + (size_t)n * KP, KP, KP, RZ, TT, out);                             \
         for (int i = 0; i < nrows; i++)                                                     \
             for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
         n += TT;                                                                            \
@@ -166,10 +106,6 @@ void rows_tokens(const uint8_t *const rows[4], const int8_t *x, int32_t *y, cons
 
 void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
                          int N, int M, int KP, int row_begin, int row_end) {
-    if (N == 1) {
-        i2s_gemv_avx512vnni(w, x, y, KP, row_begin, row_end);
-        return;
-    }
     const size_t row_bytes = (size_t)KP / 4;
     int32_t sx[I2S_NSLAB];
     for (int n0 = 0; n0 < N; n0 += I2S_NSLAB) {

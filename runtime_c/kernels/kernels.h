@@ -38,8 +38,8 @@ void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end);
 void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end);
-void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
-                         int KP, int row_begin, int row_end);
+void i2s_gemv_avx512vl(const uint8_t *w, const int8_t *x, int32_t *y,
+                       int KP, int row_begin, int row_end);
 void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
                          int N, int M, int KP, int row_begin, int row_end);
 void i2s_gemv_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
