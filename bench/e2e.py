@@ -1,10 +1,11 @@
 """End-to-end benchmark: bitnet-aot vs llama.cpp on the same GGUF, side by side.
 
-    python bench/e2e.py [--shape 2b4t|small] [--threads 1,2] [--reps 5] [--kernels i2s,tl2] [--head f16]
+    python bench/e2e.py [--shape 2b4t|small] [--threads 1,2] [--reps 5] [--kernels i2s,tl2] [--head auto,q6]
 
 1. writes a BitNet-b1.58-2B-4T-shaped random-weight GGUF (architecture `bitnet`, TQ2_0
    projections, F16 tied embedding: a file llama.cpp reads too), cached between runs;
-2. builds it with bitnet-aot for this machine, once per kernel, timing the build;
+2. builds it with bitnet-aot for this machine, once per kernel and head precision, timing
+   the build;
 3. installs llama-cpp-python (PyPI, built from source) into its own cached venv the first
    time — the build takes 10-20 minutes on two cores; progress is printed;
 4. alternates the systems run by run, median of --reps runs each: decode tok/s (64 tokens
@@ -120,7 +121,8 @@ def ours(exe: str, mode: str, threads: int, n: int) -> dict:
         raise RuntimeError(f"{exe} failed: {r.stderr[-300:]}")
     m = re.search(r"prompt (\d+) tokens in ([\d.]+) s .*generation (\d+) tokens in ([\d.]+) s", r.stderr)
     rss = int(re.search(r"MAXRSS (\d+)", r.stderr).group(1))
-    res = {"maxrss_kb": rss}
+    variant = re.search(r"kernel (\S+)", r.stderr)
+    res = {"maxrss_kb": rss, "kernel_variant": variant.group(1) if variant else None}
     if mode == "prompt":
         res.update(seconds=float(m.group(2)), tokens=int(m.group(1)))
     elif mode == "ttft":
@@ -146,27 +148,41 @@ def membw(threads: int) -> float:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", default="2b4t", choices=["2b4t", "small"])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--kernels", default="i2s,tl2")
-    ap.add_argument("--head", default="auto", choices=["auto", "f16", "q8", "q4"],
-                    help="bitnet-aot head precision (llama.cpp keeps the file's F16 head)")
+    ap.add_argument("--head", default="auto",
+                    help="bitnet-aot head precisions, comma-separated: auto (the file's F16), f16, q8, q6, q4 "
+                         "(llama.cpp keeps the file's F16 head)")
     ap.add_argument("--no-llama", action="store_true", help="measure bitnet-aot alone")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
-    kernels = a.kernels.split(",")
+    heads = a.head.split(",")
+    # one bitnet-aot system per (kernel, head): "i2s", or "i2s+q6" for a quantized head
+    variants = [(k, h) for k in a.kernels.split(",") for h in heads]
+    kernels = [k if h == "auto" else f"{k}+{h}" for k, h in variants]
 
     gguf = model_path(a.shape)
     from bitnet_aot.build import build
     exes, builds = {}, {}
     bdir = os.path.join(CACHE, "builds")
     os.makedirs(bdir, exist_ok=True)
-    for k in kernels:
+    for k, (kern, head) in zip(kernels, variants):
         t0 = time.perf_counter()
-        res = build(gguf, "host", os.path.join(bdir, f"{a.shape}-{k}-{a.head}"), kernel=k, head=a.head,
+        res = build(gguf, "host", os.path.join(bdir, f"{a.shape}-{kern}-{head}"), kernel=kern, head=head,
                     log=lambda s: None)
         builds[k] = {"seconds": time.perf_counter() - t0, "binary_bytes": os.path.getsize(res.output),
                      "weights_bytes": res.blob_bytes,
@@ -190,7 +206,8 @@ def main():
                 secs = statistics.median(r["seconds"] for r in rs)
                 results.setdefault(name, {}).setdefault(th, {})[mode] = {
                     "median_seconds": secs, "tok_s": (rs[0].get("tokens", n) / secs) if mode != "ttft" else None,
-                    "maxrss_kb": max(r["maxrss_kb"] for r in rs), "runs": [r["seconds"] for r in rs]}
+                    "maxrss_kb": max(r["maxrss_kb"] for r in rs), "runs": [r["seconds"] for r in rs],
+                    "kernel_variant": rs[0].get("kernel_variant")}
             log(f"{th} thread(s), {mode}: " + ", ".join(
                 f"{nm} {results[nm][th][mode]['median_seconds']:.3f} s" for nm in runs))
     bw = {th: membw(th) for th in threads}
@@ -226,12 +243,12 @@ def main():
     print("memory read bandwidth: " + ", ".join(f"{th} thread(s) {bw[th]:.1f} GB/s" for th in threads))
     print("builds: " + ", ".join(f"{k} {builds[k]['seconds']:.1f} s (code {builds[k]['code_bytes'] / 1024:.0f} KiB)"
                                  for k in kernels))
-    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": platform.processor(),
+    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": cpu_name(),
            "shape": a.shape, "head": a.head, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
            "membw_gbps": bw, "bytes_per_token": per_token, "results": results, "table": table,
            "load": os.getloadavg()}
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    suffix = "" if a.head == "auto" else f"-head-{a.head}"
+    suffix = "" if heads == ["auto"] else "-head-" + "-".join(heads)
     path = os.path.join(ROOT, "bench", "results", f"{out['date']}-{out['host']}-e2e{suffix}.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1, default=str)

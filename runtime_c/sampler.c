@@ -36,10 +36,34 @@ static float rng_uniform(uint64_t *state) { return (float)(rng_next(state) >> 40
 
 typedef struct { float logit; int id; } candidate;
 
-static int cmp_candidate_desc(const void *a, const void *b) {
-    const candidate *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
-    return x->id - y->id;          /* ties: lower id first, so the order is total */
+/* a comes before b: higher logit first, ties lower id first (a total order) */
+static int cand_before(const candidate *a, const candidate *b) {
+    return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
+/* Heap of n candidates whose root is the LAST in candidate order: restore it below i. */
+static void sift_down(candidate *h, int n, int i) {
+    for (;;) {
+        int worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && cand_before(&h[worst], &h[l])) worst = l;
+        if (r < n && cand_before(&h[worst], &h[r])) worst = r;
+        if (worst == i) return;
+        candidate t = h[i]; h[i] = h[worst]; h[worst] = t;
+        i = worst;
+    }
+}
+
+/* Keep the first k of cand[0..V) in candidate order, sorted, in cand[0..k): a k-heap of the
+ * best seen so far (O(V log k): with top-k 40 a few times faster than sorting 128K ids),
+ * then heap sort. k = V sorts everything. */
+static void select_sorted(candidate *cand, int V, int k) {
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(cand, k, i);
+    for (int i = k; i < V; i++)
+        if (cand_before(&cand[i], &cand[0])) { cand[0] = cand[i]; sift_down(cand, k, 0); }
+    for (int n = k - 1; n > 0; n--) {          /* move the worst to the end, repeatedly */
+        candidate t = cand[0]; cand[0] = cand[n]; cand[n] = t;
+        sift_down(cand, n, 0);
+    }
 }
 
 static int argmax(const float *logits, int n) {
@@ -66,9 +90,9 @@ static int sample_token(float *logits, const bn_sampling *s, const int32_t *hist
     if (s->temperature <= 0.0f) return argmax(logits, V);
 
     for (int i = 0; i < V; i++) { cand[i].logit = logits[i]; cand[i].id = i; }
-    qsort(cand, (size_t)V, sizeof *cand, cmp_candidate_desc);
     int n = V;
     if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+    select_sorted(cand, V, n);
 
     float maxl = cand[0].logit;
     double sum = 0.0;
