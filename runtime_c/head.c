@@ -26,7 +26,8 @@
  * parts with one 64-bit variable shift per block. Codes are unsigned (c = value + 32 for q6,
  * + 8 for q4): vpmaddubsw (u8 x s8) or vpdpbusd multiplies them by xq, and the offset comes
  * off as 32 * sum(xq) (head_input.sum). q8 codes are signed: AVX2 multiplies |w| by
- * sign(w) * xq; AVX-VNNI adds 128 to the codes and subtracts 128 * sum(xq).
+ * sign(w) * xq; with VNNI (AVX-VNNI, or AVX512-VNNI's 256-bit form) the codes get +128 and
+ * 128 * sum(xq) comes off.
  */
 #include "model_internal.h"
 
@@ -194,6 +195,7 @@ static void rows_q4_portable(const uint8_t *q, const uint16_t *d, const head_inp
 #if defined(__x86_64__)
 #define AVX2_FNS __attribute__((target("avx2,f16c,fma")))
 #define VNNI_FNS __attribute__((target("avx2,f16c,fma,avxvnni")))
+#define EVEX_FNS __attribute__((target("avx2,f16c,fma,avx512vl,avx512vnni")))   /* the same, EVEX-encoded */
 
 AVX2_FNS static float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -244,9 +246,11 @@ AVX2_FNS static inline __m256i sum8_epi32(const __m256i s[8]) {
 /* Integer products of 32 unsigned codes u with 32 signed xq, summed into eight int32 lanes. */
 #define DOT_AVX2(u, x) _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
 #define DOT_VNNI(u, x) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, x)
+#define DOT_EVEX(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
 /* The same for signed q8 codes w: |w| * (sign(w) * xq), or (w + 128) * xq (offset 128). */
 #define DOT8_AVX2(w, x) DOT_AVX2(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
 #define DOT8_VNNI(w, x) DOT_VNNI(_mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
+#define DOT8_EVEX(w, x) DOT_EVEX(_mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
 
 /* The eight block terms of blocks b..b+7 added to the float lanes acc (isum: their integer
  * dots, scale: their float scales), exactly as the portable rows do. */
@@ -317,10 +321,20 @@ FNS static void NAME(const uint8_t *q, const uint16_t *d, const head_input *in, 
 
 Q8_ROWS(rows_q8_avx2, AVX2_FNS, DOT8_AVX2, 0)
 Q8_ROWS(rows_q8_vnni, VNNI_FNS, DOT8_VNNI, 7)
+Q8_ROWS(rows_q8_evex, EVEX_FNS, DOT8_EVEX, 7)
 QK_ROWS(rows_q6_avx2, AVX2_FNS, DOT_AVX2, 6)
 QK_ROWS(rows_q6_vnni, VNNI_FNS, DOT_VNNI, 6)
+QK_ROWS(rows_q6_evex, EVEX_FNS, DOT_EVEX, 6)
 QK_ROWS(rows_q4_avx2, AVX2_FNS, DOT_AVX2, 4)
 QK_ROWS(rows_q4_vnni, VNNI_FNS, DOT_VNNI, 4)
+QK_ROWS(rows_q4_evex, EVEX_FNS, DOT_EVEX, 4)
+
+/* [0]: AVX2, [1]: AVX-VNNI, [2]: AVX512-VNNI (256-bit EVEX; CPUs with it but not AVX-VNNI) */
+typedef void (*q8_rows_fn)(const int8_t *, const float *, const head_input *, float *, int, int);
+typedef void (*qk_rows_fn)(const uint8_t *, const uint16_t *, const head_input *, float *, int, int);
+static const q8_rows_fn rows_q8_x86[3] = {rows_q8_avx2, rows_q8_vnni, rows_q8_evex};
+static const qk_rows_fn rows_q6_x86[3] = {rows_q6_avx2, rows_q6_vnni, rows_q6_evex};
+static const qk_rows_fn rows_q4_x86[3] = {rows_q4_avx2, rows_q4_vnni, rows_q4_evex};
 #endif
 
 /* logits[v] for v in [v0, v1): m is a [V, E] matrix stored as `type` (BN_MAT_*). */
@@ -330,12 +344,12 @@ void head_rows(const bn_matrix_ref *m, int type, const head_input *in, float *lo
 #if defined(__x86_64__) && !defined(KERNELS_SCALAR_ONLY)
     const unsigned cpu = kernel_cpu_features();
     if (cpu & KCPU_AVX2) {
-        const int vnni = (cpu & KCPU_AVXVNNI) != 0;
+        const int isa = (cpu & KCPU_AVXVNNI) ? 1 : (cpu & KCPU_AVX512VNNI) ? 2 : 0;
         switch (type) {
         case BN_MAT_F16: rows_f16_avx2((const uint16_t *)data, in->x, logits, v0, v1); return;
-        case BN_MAT_Q8: (vnni ? rows_q8_vnni : rows_q8_avx2)((const int8_t *)data, scales, in, logits, v0, v1); return;
-        case BN_MAT_Q6: (vnni ? rows_q6_vnni : rows_q6_avx2)(data, scales, in, logits, v0, v1); return;
-        case BN_MAT_Q4: (vnni ? rows_q4_vnni : rows_q4_avx2)(data, scales, in, logits, v0, v1); return;
+        case BN_MAT_Q8: rows_q8_x86[isa]((const int8_t *)data, scales, in, logits, v0, v1); return;
+        case BN_MAT_Q6: rows_q6_x86[isa](data, scales, in, logits, v0, v1); return;
+        case BN_MAT_Q4: rows_q4_x86[isa](data, scales, in, logits, v0, v1); return;
         default: rows_f32_avx2((const float *)data, in->x, logits, v0, v1); return;
         }
     }

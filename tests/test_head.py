@@ -1,7 +1,8 @@
 """The output head alone (runtime_c/head.c through tests/head_harness.c): the integer heads
-(q8, q6, q4) give bit-identical logits on every code path (portable, AVX2, AVX-VNNI) and
-equal compiler/reference.py's quantized_head, for head inputs with outliers, all-zero
-blocks and widths with padded blocks and a tail after the SIMD groups of eight blocks."""
+(q8, q6, q4) give bit-identical logits on every code path this CPU can run (portable,
+AVX2, AVX-VNNI, AVX512-VNNI) and equal compiler/reference.py's quantized_head, for head
+inputs with outliers, all-zero blocks and widths with padded blocks and a tail after the
+SIMD groups of eight blocks."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from bitnet_aot.reference import quantized_head
 from bitnet_aot.toolchain import run_zig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KCPU_AVX2, KCPU_AVXVNNI = 1, 4            # runtime_c/kernels/kernels.h
+KCPU_AVX2, KCPU_AVXVNNI, KCPU_AVX512VNNI = 1, 4, 8      # runtime_c/kernels/kernels.h
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"),
                                 reason="the harness runs the x86-64 Linux paths")
@@ -44,6 +45,8 @@ def _paths() -> dict:
         paths["avx2"] = KCPU_AVX2
         if "avx_vnni" in flags:
             paths["avxvnni"] = KCPU_AVX2 | KCPU_AVXVNNI
+        if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+            paths["avx512vnni"] = KCPU_AVX2 | KCPU_AVX512VNNI
     return paths
 
 
