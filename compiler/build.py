@@ -19,8 +19,11 @@ from .targets import Target, load_target
 from .toolchain import run_zig, zig_version
 
 # Flags every runtime file is compiled with. -ffp-contract=off keeps float results equal to
-# the numpy reference (no fused multiply-add where the source has two operations).
+# the numpy reference (no fused multiply-add where the source has two operations). C needs
+# no unwind tables (no exceptions; sanitizers walk frame pointers), and one section per
+# function and datum so the linker can drop unused ones.
 BASE_CFLAGS = ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-g0",
+               "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-ffunction-sections", "-fdata-sections",
                "-fno-ident", "-Isrc", "-Isrc/kernels", "-Igen"]
 
 
@@ -168,6 +171,9 @@ def compile_commands(target: Target, opts: BuildOptions, sources: list, out_name
         link = ["cc", "-shared", "-fPIC"] + san + objs + ["-o", out_name, "-lm", "-lpthread"]
     else:
         static = ["-static"] if target.static else []
+        # ELF: drop every function and datum nothing references (with -ffunction-sections,
+        # -fdata-sections: about half of a static binary's code is unused libc)
+        static += ["-Wl,--gc-sections"] if target.object_format == "elf" else []
         link = ["cc"] + tflags + static + ["-s"] + list(target.extra_ldflags) + objs + ["-o", out_name, "-lm"]
     cmds.append(link)
     return cmds
