@@ -72,9 +72,12 @@ class PackedMatrix:
 def _round_blocks(b: np.ndarray, d16: np.ndarray, lo: int, hi: int):
     """Codes of blocks b [R, NB, 32] under f16 scales d16 [R, NB], and each block's squared error."""
     d = d16.astype(np.float32)
-    q = np.clip(np.rint(b / np.where(d == 0, np.float32(1), d)[..., None]), lo, hi)
-    err = np.sum((q.astype(np.float64) * d[..., None] - b) ** 2, axis=2)
-    return q.astype(np.int8), err
+    q = np.rint(b / np.where(d == 0, np.float32(1), d)[..., None])
+    np.clip(q, lo, hi, out=q)
+    r = q * d[..., None]              # exact: a small integer times an f16 value
+    r -= b
+    r *= r
+    return q.astype(np.int8), r.sum(axis=2, dtype=np.float64)
 
 
 def _quantize_blocks(b: np.ndarray, nmax: int):
@@ -90,11 +93,11 @@ def _quantize_blocks(b: np.ndarray, nmax: int):
     if not np.all(np.isfinite(d)):
         raise ValueError("values too large for float16 block scales; use q8")
     q, err = _round_blocks(b, d, -(nmax + 1), nmax)
-    b64 = b.astype(np.float64)
     for _ in range(2):
-        q64 = q.astype(np.float64)
-        qq = np.sum(q64 * q64, axis=2)
-        d2 = np.where(qq > 0, np.sum(q64 * b64, axis=2) / np.where(qq > 0, qq, 1), 0).astype(np.float16)
+        qf = q.astype(np.float32)
+        qq = (qf * qf).sum(axis=2, dtype=np.float64)
+        qa = (qf * b).sum(axis=2, dtype=np.float64)
+        d2 = np.where(qq > 0, qa / np.where(qq > 0, qq, 1), 0).astype(np.float16)
         q2, err2 = _round_blocks(b, d2, -(nmax + 1), nmax)
         better = err2 < err
         d = np.where(better, d2, d)
@@ -103,7 +106,7 @@ def _quantize_blocks(b: np.ndarray, nmax: int):
     return q, d
 
 
-def pack_matrix(a: np.ndarray, kind: str, rows_per_chunk: int = 8192) -> PackedMatrix:
+def pack_matrix(a: np.ndarray, kind: str, rows_per_chunk: int = 512) -> PackedMatrix:
     """A [V, E] float matrix in one of MATRIX_TYPES (layouts: runtime_c/weights.h, head.c).
 
       f32, f16: [V][E] values.
