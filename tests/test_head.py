@@ -87,3 +87,25 @@ def test_every_code_path_gives_the_same_logits(tmp_path, width, head):
         outs[name] = np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
     for name, got in outs.items():
         assert np.array_equal(got, want), (name, float(np.max(np.abs(got - want))))
+
+
+@pytest.mark.parametrize("width", [288, 512])
+def test_f16_head_avx512_rows_equal_avx2_rows(tmp_path, width):
+    """The F16 head's 512-bit rows (AVX-512 CPUs) add the same products in the same lanes
+    and order as the AVX2 rows: bit-identical logits, close to a float64 product."""
+    paths = _paths()
+    if "avx512vnni" not in paths:
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    gguf = make_test_model(str(tmp_path / "m.gguf"), "bitnet-b1.58", "f16", n_embd=width, n_head=width // 32,
+                           n_head_kv=1, n_ff=256, n_layer=1, n_vocab=700, tokenizer=None)
+    exe, weights = _harness(tmp_path, gguf, "f16")
+    x = _inputs(width)
+    outs = {}
+    for name in ("avx2", "avx512vnni"):
+        r = subprocess.run([exe, weights, str(paths[name])], input=x.tobytes(), capture_output=True)
+        assert r.returncode == 0, r.stderr.decode()
+        outs[name] = np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
+    assert np.array_equal(outs["avx2"], outs["avx512vnni"])
+    head = pack_matrix(load_gguf(gguf).head, "f16").values.astype(np.float64)
+    want = x.astype(np.float64) @ head.T
+    assert np.allclose(outs["avx512vnni"], want, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(want))))
