@@ -77,6 +77,31 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
             }
         }
     }
+    if (T == 8) {
+        /* 16 horizontal sums per row pair in 21 instructions instead of 16 hsum256s:
+         * unpack-and-add twice leaves, in each 128-bit quarter q of r4[k], the sums of that
+         * quarter for tokens 4k..4k+3; quarters 0-1 belong to the low row, 2-3 to the high. */
+        for (int z = 0; z < RZ; z++) {
+            __m512i r4[2];
+            for (int k = 0; k < 2; k++) {
+                const __m512i *a = &acc[z][4 * k];
+                __m512i p01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[0], a[1]), _mm512_unpackhi_epi32(a[0], a[1]));
+                __m512i p23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2], a[3]), _mm512_unpackhi_epi32(a[2], a[3]));
+                r4[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(p01, p23), _mm512_unpackhi_epi64(p01, p23));
+            }
+            /* quarters (0, 2) and (1, 3) of each: [low t0-3, high t0-3, low t4-7, high t4-7] */
+            const __m512i even = _mm512_shuffle_i64x2(r4[0], r4[1], 0x88), odd = _mm512_shuffle_i64x2(r4[0], r4[1], 0xdd);
+            int32_t v[16];
+            _mm512_storeu_si512((void *)v, _mm512_add_epi32(even, odd));
+            for (int t = 0; t < 4; t++) {
+                out[2 * z][t] = v[t];
+                out[2 * z + 1][t] = v[4 + t];
+                out[2 * z][4 + t] = v[8 + t];
+                out[2 * z + 1][4 + t] = v[12 + t];
+            }
+        }
+        return;
+    }
     for (int z = 0; z < RZ; z++)
         for (int t = 0; t < T; t++) {
             out[2 * z][t] = hsum256(_mm512_castsi512_si256(acc[z][t]));
