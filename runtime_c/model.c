@@ -30,6 +30,16 @@ static void *alloc_zero(size_t count, size_t size, int *failed) {
     return p;
 }
 
+/* Activation buffers start on a cache line: threads write disjoint ranges of 32-row tiles
+ * (128 bytes), so no two threads ever write the same line. Freed with platform_aligned_free. */
+static void *alloc_lines(size_t count, size_t size, int *failed) {
+    size_t bytes = (count * size + 63) / 64 * 64;
+    void *p = platform_aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) { *failed = 1; return NULL; }
+    memset(p, 0, bytes);
+    return p;
+}
+
 int bn_n_vocab(void) { return BN_N_VOCAB; }
 int bn_n_ctx_train(void) { return BN_N_CTX_TRAIN; }
 int bn_pos(const bn_context *c) { return c->pos; }
@@ -59,19 +69,20 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     if (!c) { bn_set_error("out of memory"); return NULL; }
     int failed = 0;
     c->n_ctx = n_ctx;
-    c->x = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
-    c->xb = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
-    c->q = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
-    c->k = alloc_zero((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
-    c->v = alloc_zero((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
-    c->att = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
-    c->hg = alloc_zero((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
-    c->hu = alloc_zero((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
-    c->tmp = alloc_zero((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
-    c->xq = alloc_zero((size_t)BN_BATCH * KP_MAX, 1, &failed);
-    c->xscale = alloc_zero(BN_BATCH, sizeof(float), &failed);
-    c->acc = alloc_zero((size_t)BN_BATCH * ACC_MAX, sizeof(int32_t), &failed);
-    c->scores = alloc_zero((size_t)n_threads * (size_t)n_ctx, sizeof(float), &failed);
+    c->x = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->xb = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->q = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->k = alloc_lines((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
+    c->v = alloc_lines((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
+    c->att = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->hg = alloc_lines((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
+    c->hu = alloc_lines((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
+    c->tmp = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->xq = alloc_lines((size_t)BN_BATCH * KP_MAX, 1, &failed);
+    c->xscale = alloc_lines(BN_BATCH, sizeof(float), &failed);
+    c->acc = alloc_lines((size_t)BN_BATCH * ACC_MAX, sizeof(int32_t), &failed);
+    c->scores_stride = (n_ctx + 15) / 16 * 16;   /* whole cache lines per thread's row */
+    c->scores = alloc_lines((size_t)n_threads * (size_t)c->scores_stride, sizeof(float), &failed);
     c->key_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
     c->value_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
     c->n_threads = n_threads;
@@ -105,9 +116,9 @@ void bn_free(bn_context *c) {
     if (c->scratch)
         for (int i = 0; i < c->n_threads; i++) platform_aligned_free(c->scratch[i]);
     free(c->scratch);
-    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->hg); free(c->hu); free(c->tmp); free(c->xq); free(c->xscale); free(c->acc);
-    free(c->scores); free(c->key_cache); free(c->value_cache);
+    void *lines[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->hg, c->hu, c->tmp, c->xq, c->xscale, c->acc, c->scores};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) platform_aligned_free(lines[i]);
+    free(c->key_cache); free(c->value_cache);
     free(c);
 }
 
@@ -296,7 +307,7 @@ static void attention_worker(void *arg, int ith, int nth) {
     const int items = t->n * BN_N_HEAD;
     int chunk = (items + nth - 1) / nth;
     int i0 = ith * chunk, i1 = i0 + chunk < items ? i0 + chunk : items;
-    float *scores = c->scores + (size_t)ith * c->n_ctx;
+    float *scores = c->scores + (size_t)ith * c->scores_stride;
     const float sqrt_d = sqrtf((float)BN_HEAD_DIM);
     for (int it = i0; it < i1; it++) {
         int tok = it / BN_N_HEAD, h = it % BN_N_HEAD;

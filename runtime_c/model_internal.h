@@ -46,7 +46,8 @@ struct bn_context {
     int8_t *xq;              /* (BN_BATCH, KP_MAX) int8 activations, zero-padded */
     float *xscale;           /* (BN_BATCH) per-token activation scale `as` */
     int32_t *acc;            /* (BN_BATCH * ACC_MAX) integer matmul results: per fused matrix p, an (n, M_p) block */
-    float *scores;           /* (n_threads, n_ctx) attention scores, one row per thread */
+    float *scores;           /* (n_threads, scores_stride) attention scores, one row per thread */
+    int scores_stride;       /* n_ctx rounded up to 16 floats (a cache line) */
 
     struct bn_context *row_owner[BN_BATCH];  /* sequence of each batch row (itself, or others in bn_eval_batch) */
     int row_pos[BN_BATCH];   /* position of each batch row in its sequence */
