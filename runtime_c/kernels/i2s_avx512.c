@@ -54,7 +54,7 @@ static int32_t sum_q(const int8_t *x, int KP) {
  * out[2z + h][t] = sum_k c[row 2z+h][k] * q[t][k] (uncorrected). */
 static inline __attribute__((always_inline))
 void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP,
-          const int RZ, const int T, int32_t out[4][T_MAX]) {
+          const int RZ, const int T, const uint8_t *pf, int32_t out[4][T_MAX]) {
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i acc[2][T_MAX];
     for (int z = 0; z < RZ; z++)
@@ -65,6 +65,10 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
             const uint8_t *lo = rows[2 * z] + 32 * (size_t)b, *hi = rows[2 * z + 1] + 32 * (size_t)b;
             wv[z] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
                                        _mm256_loadu_si256((const __m256i *)hi), 1);
+        }
+        if (pf) {                           /* the next 4 rows, 128 bytes per block */
+            _mm_prefetch((const char *)(pf + 128 * (size_t)b), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + 128 * (size_t)b + 64), _MM_HINT_T0);
         }
         const int8_t *xb = x + 128 * (size_t)b;
         for (int j = 0; j < 4; j++) {       /* codes at bits 6-2j pair with activations 32j.. */
@@ -112,12 +116,12 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
 /* rows[] (RZ pairs) against tokens [n0, n1): tiles of 8 tokens, then tails of 4, 2, 1. */
 static inline __attribute__((always_inline))
 void rows_tokens(const uint8_t *const rows[4], const int8_t *x, int32_t *y, const int32_t *sx,
-                 int M, int KP, int r, int nrows, int n0, int n1, const int RZ) {
+                 int M, int KP, int r, int nrows, int n0, int n1, const int RZ, const uint8_t *pf) {
     int32_t out[4][T_MAX];
     int n = n0;
 #define TOKENS(TT)                                                                          \
     {                                                                                       \
-        tile(rows, x + (size_t)n * KP, KP, KP, RZ, TT, out);                             \
+        tile(rows, x + (size_t)n * KP, KP, KP, RZ, TT, n == n0 ? pf : NULL, out);          \
         for (int i = 0; i < nrows; i++)                                                     \
             for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
         n += TT;                                                                            \
@@ -140,12 +144,13 @@ void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
         for (; r + 4 <= row_end; r += 4) {
             const uint8_t *rows[4] = {w + r * row_bytes, w + (r + 1) * row_bytes, w + (r + 2) * row_bytes,
                                       w + (r + 3) * row_bytes};
-            rows_tokens(rows, x, y, sx, M, KP, r, 4, n0, n1, 2);
+            const uint8_t *next = r + 8 <= row_end ? w + (r + 4) * row_bytes : NULL;
+            rows_tokens(rows, x, y, sx, M, KP, r, 4, n0, n1, 2, next);
         }
         for (; r < row_end; r += 2) {
             const int nrows = r + 1 < row_end ? 2 : 1;
             const uint8_t *rows[4] = {w + r * row_bytes, w + (r + nrows - 1) * row_bytes, NULL, NULL};
-            rows_tokens(rows, x, y, sx, M, KP, r, nrows, n0, n1, 1);
+            rows_tokens(rows, x, y, sx, M, KP, r, nrows, n0, n1, 1, NULL);
         }
     }
 }
