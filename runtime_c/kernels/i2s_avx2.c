@@ -224,12 +224,13 @@ void I2S_FN(i2s_gemv)(const uint8_t *w, const int8_t *x, int32_t *y,
 /* One row tile (R rows) against tokens [n0, n1): tiles of GT tokens, then tails of 4, 2, 1. */
 static inline __attribute__((always_inline))
 void i2s_rows_tokens(const uint8_t *wr, size_t row_bytes, const int8_t *x, int32_t *y,
-                     const int32_t *sx /* [n - n0] */, int M, int KP, int r, int n0, int n1, const int R) {
+                     const int32_t *sx /* [n - n0] */, int M, int KP, int r, int n0, int n1, const int R,
+                     size_t pf /* prefetch distance for the first token tile: the next R rows */) {
     int32_t out[I2S_MAXR][I2S_MAXT];
     int n = n0;
 #define I2S_TOKENS(TT)                                                                      \
     {                                                                                       \
-        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, 0, out);                 \
+        i2s_tile(wr, row_bytes, x + (size_t)n * KP, KP, KP, R, TT, n == n0 ? pf : 0, out);  \
         for (int i = 0; i < R; i++)                                                         \
             for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
         n += TT;                                                                            \
@@ -254,8 +255,9 @@ void I2S_FN(i2s_gemm)(const uint8_t *w, const int8_t *x, int32_t *y,
         for (int n = n0; n < n1; n++) sx[n - n0] = sum_q(x + (size_t)n * KP, KP);
         int r = row_begin;
         for (; r + I2S_GEMM_R <= row_end; r += I2S_GEMM_R)
-            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, I2S_GEMM_R);
+            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, I2S_GEMM_R,
+                            r + 2 * I2S_GEMM_R <= row_end ? I2S_GEMM_R * row_bytes : 0);
         for (; r < row_end; r++)
-            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, 1);
+            i2s_rows_tokens(w + r * row_bytes, row_bytes, x, y, sx, M, KP, r, n0, n1, 1, 0);
     }
 }
