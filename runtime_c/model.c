@@ -175,21 +175,54 @@ static float round_half_even(float v) {
     return (v + big) - big;
 }
 
+/* Quantize token t of x (n, K) into row t of xq (row stride KP, zero padding) and xscale. */
+static void quantize_row(bn_context *c, const float *x, int t, int K, int KP) {
+    const float *xr = x + (size_t)t * K;
+    int8_t *qr = c->xq + (size_t)t * KP;
+    float amax = 1e-5f;
+    for (int i = 0; i < K; i++) { float a = fabsf(xr[i]); if (a > amax) amax = a; }
+    float as = 127.0f / amax;
+    for (int i = 0; i < K; i++) {
+        float r = round_half_even(xr[i] * as);
+        qr[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : r));
+    }
+    memset(qr + K, 0, (size_t)(KP - K));
+    c->xscale[t] = as;
+}
+
+/* Per-token work of a batch (normalising, quantizing) is dealt round-robin over the pool
+ * when there is more than one token; a single token is done inline (no barrier). */
+typedef struct {
+    bn_context *c;
+    float *out;               /* rmsnorm: (n, dim); quantize: NULL (writes c->xq, c->xscale) */
+    const float *x;           /* (n, dim) */
+    const float *w;           /* rmsnorm weight (dim) */
+    int n, dim, KP;
+} rows_task;
+
+static void rows_worker(void *arg, int ith, int nth) {
+    rows_task *t = arg;
+    for (int i = ith; i < t->n; i += nth) {
+        if (t->out) rmsnorm(t->out + (size_t)i * t->dim, t->x + (size_t)i * t->dim, t->w, t->dim);
+        else quantize_row(t->c, t->x, i, t->dim, t->KP);
+    }
+}
+
+static void run_rows(bn_context *c, rows_task *t) {
+    if (t->n == 1) rows_worker(t, 0, 1);
+    else bn_pool_run(c->pool, rows_worker, t);
+}
+
+/* out (n, dim) = rmsnorm of each row of x, times w (out may be x). */
+static void rmsnorm_rows(bn_context *c, float *out, const float *x, const float *w, int n, int dim) {
+    rows_task t = {c, out, x, w, n, dim, 0};
+    run_rows(c, &t);
+}
+
 /* Quantize n tokens of K floats into xq (row stride KP, zero padding) and xscale. */
 static void quantize_rows(bn_context *c, const float *x, int n, int K, int KP) {
-    for (int t = 0; t < n; t++) {
-        const float *xr = x + (size_t)t * K;
-        int8_t *qr = c->xq + (size_t)t * KP;
-        float amax = 1e-5f;
-        for (int i = 0; i < K; i++) { float a = fabsf(xr[i]); if (a > amax) amax = a; }
-        float as = 127.0f / amax;
-        for (int i = 0; i < K; i++) {
-            float r = round_half_even(xr[i] * as);
-            qr[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : r));
-        }
-        memset(qr + K, 0, (size_t)(KP - K));
-        c->xscale[t] = as;
-    }
+    rows_task t = {c, NULL, x, NULL, n, K, KP};
+    run_rows(c, &t);
 }
 
 /* One matrix of a fused matmul: out (n, M) = W (M, K) . x, all parts sharing the input x. */
@@ -300,16 +333,17 @@ typedef struct {
     int layer, n;
 } attn_task;
 
-/* Work item = (token, head); items are split in contiguous ranges across threads. */
+/* Work item = (token, head), numbered token-major; thread ith takes items ith, ith + nth, ...
+ * A causal item costs in proportion to its position, so contiguous ranges would give the
+ * last thread the longest rows of a prompt batch; dealt round-robin, every thread gets
+ * about H / nth heads of every token. Each item writes its own 128-float slice of att. */
 static void attention_worker(void *arg, int ith, int nth) {
     attn_task *t = arg;
     bn_context *c = t->c;
     const int items = t->n * BN_N_HEAD;
-    int chunk = (items + nth - 1) / nth;
-    int i0 = ith * chunk, i1 = i0 + chunk < items ? i0 + chunk : items;
     float *scores = c->scores + (size_t)ith * c->scores_stride;
     const float sqrt_d = sqrtf((float)BN_HEAD_DIM);
-    for (int it = i0; it < i1; it++) {
+    for (int it = ith; it < items; it += nth) {
         int tok = it / BN_N_HEAD, h = it % BN_N_HEAD;
         int kvh = h / (BN_N_HEAD / BN_N_HEAD_KV);
         int pos = c->row_pos[tok];
@@ -369,8 +403,7 @@ static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
         const bn_layer_ref *L = &W->layers[l];
 
         /* attention block */
-        for (int t = 0; t < n; t++)
-            rmsnorm(c->xb + (size_t)t * BN_N_EMBD, c->x + (size_t)t * BN_N_EMBD, f32_at(L->attn_norm), BN_N_EMBD);
+        rmsnorm_rows(c, c->xb, c->x, f32_at(L->attn_norm), n, BN_N_EMBD);
         matmul_part qkv[3] = {{&L->wq, BN_N_EMBD, c->q, NULL}, {&L->wk, BN_KV_DIM, c->k, NULL},
                               {&L->wv, BN_KV_DIM, c->v, NULL}};
         ternary_matmul_fused(c, c->xb, n, BN_N_EMBD, BN_KP_EMBD, 0, 3, qkv);
@@ -386,19 +419,16 @@ static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
         attn_task at = {c, l, n};
         bn_pool_run(c->pool, attention_worker, &at);
         if (BN_SUB_NORMS)
-            for (int t = 0; t < n; t++)
-                rmsnorm(c->att + (size_t)t * BN_N_EMBD, c->att + (size_t)t * BN_N_EMBD, f32_at(L->attn_sub_norm), BN_N_EMBD);
+            rmsnorm_rows(c, c->att, c->att, f32_at(L->attn_sub_norm), n, BN_N_EMBD);
         ternary_matmul(c, c->tmp, c->att, n, BN_N_EMBD, BN_KP_EMBD, &L->wo, BN_N_EMBD);
         for (size_t i = 0; i < (size_t)n * BN_N_EMBD; i++) c->x[i] += c->tmp[i];
 
         /* feed-forward block */
-        for (int t = 0; t < n; t++)
-            rmsnorm(c->xb + (size_t)t * BN_N_EMBD, c->x + (size_t)t * BN_N_EMBD, f32_at(L->ffn_norm), BN_N_EMBD);
+        rmsnorm_rows(c, c->xb, c->x, f32_at(L->ffn_norm), n, BN_N_EMBD);
         matmul_part gate_up[2] = {{&L->w_gate, BN_N_FF, c->hg, NULL}, {&L->w_up, BN_N_FF, c->hu, NULL}};
         ternary_matmul_fused(c, c->xb, n, BN_N_EMBD, BN_KP_EMBD, 1, 2, gate_up);   /* hg = act(gate) * up */
         if (BN_SUB_NORMS)
-            for (int t = 0; t < n; t++)
-                rmsnorm(c->hg + (size_t)t * BN_N_FF, c->hg + (size_t)t * BN_N_FF, f32_at(L->ffn_sub_norm), BN_N_FF);
+            rmsnorm_rows(c, c->hg, c->hg, f32_at(L->ffn_sub_norm), n, BN_N_FF);
         ternary_matmul(c, c->tmp, c->hg, n, BN_N_FF, BN_KP_FF, &L->w_down, BN_N_EMBD);
         for (size_t i = 0; i < (size_t)n * BN_N_EMBD; i++) c->x[i] += c->tmp[i];
     }
