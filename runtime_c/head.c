@@ -193,6 +193,9 @@ static void rows_q4_portable(const uint8_t *q, const uint16_t *d, const head_inp
 
 /* ---- x86-64 AVX2 + F16C + FMA rows, and AVX-VNNI variants of the integer ones (chosen at run time) ---- */
 #if defined(__x86_64__)
+/* Rows are streamed once per token: prefetch 4 KiB ahead (the hardware prefetcher alone
+ * left the q6 head about 5% short of memory speed at one thread). */
+#define HEAD_PREFETCH 4096
 #define AVX2_FNS __attribute__((target("avx2,f16c,fma")))
 #define VNNI_FNS __attribute__((target("avx2,f16c,fma,avxvnni")))
 #define EVEX_FNS __attribute__((target("avx2,f16c,fma,avx512vl,avx512vnni")))   /* the same, EVEX-encoded */
@@ -211,6 +214,7 @@ AVX2_FNS static void rows_f16_avx2(const uint16_t *head, const float *x, float *
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         int i = 0;
         for (; i < n32; i += 32) {    /* four independent FMA chains */
+            _mm_prefetch((const char *)(row + i) + HEAD_PREFETCH, _MM_HINT_T0);
             a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), a0);
             a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
             a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 16))), _mm256_loadu_ps(x + i + 16), a2);
@@ -235,6 +239,7 @@ AVX512_FNS static void rows_f16_avx512(const uint16_t *head, const float *x, flo
         __m512 z0 = _mm512_setzero_ps(), z1 = _mm512_setzero_ps();
         int i = 0;
         for (; i < n32; i += 32) {
+            _mm_prefetch((const char *)(row + i) + HEAD_PREFETCH, _MM_HINT_T0);
             z0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i))), _mm512_loadu_ps(x + i), z0);
             z1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i + 16))), _mm512_loadu_ps(x + i + 16), z1);
         }
@@ -289,6 +294,10 @@ FNS static void NAME(const int8_t *q, const float *d, const head_input *in, floa
         int b = 0;                                                                                          \
         for (; b + 8 <= Q8_NB; b += 8) {                                                                    \
             __m256i s[8];                                                                                   \
+            _mm_prefetch((const char *)(row + b * 32 + HEAD_PREFETCH), _MM_HINT_T0);                        \
+            _mm_prefetch((const char *)(row + b * 32 + HEAD_PREFETCH + 64), _MM_HINT_T0);                   \
+            _mm_prefetch((const char *)(row + b * 32 + HEAD_PREFETCH + 128), _MM_HINT_T0);                  \
+            _mm_prefetch((const char *)(row + b * 32 + HEAD_PREFETCH + 192), _MM_HINT_T0);                  \
             for (int j = 0; j < 8; j++)                                                                     \
                 s[j] = DOT(_mm256_loadu_si256((const __m256i *)(row + (b + j) * 32)),                       \
                            _mm256_loadu_si256((const __m256i *)(in->q + (b + j) * 32)));                    \
@@ -320,6 +329,7 @@ FNS static void NAME(const uint8_t *q, const uint16_t *d, const head_input *in, 
             __m256i s[8];                                                                                   \
             for (int j = 0; j < 8; j += 2) {                                                                \
                 const uint8_t *p = row + (b + j) / 2 * pair;                                                \
+                _mm_prefetch((const char *)(p + HEAD_PREFETCH), _MM_HINT_T0);                               \
                 __m256i lo = _mm256_loadu_si256((const __m256i *)p);                                        \
                 __m256i ua = _mm256_and_si256(lo, m4), ub = _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4); \
                 if (BITS == 6) { /* high bits of A[k]: byte k % 16 >> (0 or 2), of B[k]: >> (4 or 6) */     \
