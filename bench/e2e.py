@@ -12,8 +12,9 @@
    after an 8-token prompt), prompt tok/s (128-token prompt), time to first token (16-token
    prompt, process start to first token for bitnet-aot; model already loaded for llama.cpp,
    whose load time is reported separately), peak RSS, binary size minus weights;
-5. measures memory read bandwidth in the same run (bench/kernel_bench.c) and reports decode
-   as a fraction of the roofline: bytes read per decoded token / bandwidth;
+5. measures memory read bandwidth in the same run (bench/kernel_bench.c) after every decode
+   repetition, and reports decode as a fraction of the roofline: per repetition, decode
+   tok/s over (that repetition's bandwidth / bytes read per token), median;
 6. prints one table and writes bench/results/<date>-<host>-e2e.json.
 The machine is shared: only ratios measured in the same run mean anything.
 """
@@ -139,13 +140,12 @@ def theirs(py: str, gguf: str, mode: str, threads: int, n: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def membw(threads: int) -> float:
+def membw_meter():
+    """A function threads -> memory read GB/s (bench/kernels.py's read kernel, built once)."""
     from bench import kernels as kb        # bench/kernels.py: builds bench/kernel_bench.c
     d = tempfile.mkdtemp(prefix="e2e-bw-")
-    try:
-        return kb.membw(kb.build(d), threads, 1.0)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    exe = kb.build(d)
+    return lambda threads: kb.membw(exe, threads, 0.5), lambda: shutil.rmtree(d, ignore_errors=True)
 
 
 def cpu_name() -> str:
@@ -196,12 +196,19 @@ def main():
         systems.append(("llama.cpp TQ2_0", lambda mode, th, n: theirs(py, gguf, mode, th, n)))
     modes = [("decode", 64), ("prompt", 128), ("ttft", 16)]
     results = {}
+    # This machine's memory bandwidth drifts by a third within minutes (other tenants), so
+    # it is measured after every decode repetition, and each decode run is set against the
+    # bandwidth measured next to it.
+    measure_bw, cleanup_bw = membw_meter()
+    bw_runs = {}
     for th in threads:
         for mode, n in modes:
             runs = {name: [] for name, _ in systems}
             for rep in range(a.reps):                      # alternate systems run by run
                 for name, fn in (systems if rep % 2 == 0 else systems[::-1]):
                     runs[name].append(fn(mode, th, n))
+                if mode == "decode":
+                    bw_runs.setdefault(th, []).append(measure_bw(th))
             for name, rs in runs.items():
                 secs = statistics.median(r["seconds"] for r in rs)
                 results.setdefault(name, {}).setdefault(th, {})[mode] = {
@@ -210,7 +217,8 @@ def main():
                     "kernel_variant": rs[0].get("kernel_variant")}
             log(f"{th} thread(s), {mode}: " + ", ".join(
                 f"{nm} {results[nm][th][mode]['median_seconds']:.3f} s" for nm in runs))
-    bw = {th: membw(th) for th in threads}
+    cleanup_bw()
+    bw = {th: statistics.median(bw_runs[th]) for th in threads}
 
     # bytes read per decoded token: the whole blob (packed ternary weights + the tied head;
     # the tokenizer data in it is small)
@@ -224,8 +232,11 @@ def main():
             roof = ""
             k = name.split()[-1]
             if k in per_token:
-                roof_tok_s = bw[th] * 1e9 / per_token[k]
-                roof = f"{r['decode']['tok_s'] / roof_tok_s * 100:.0f}%"
+                # median over repetitions of (decode tok/s) / (bandwidth of that repetition /
+                # bytes per token)
+                fracs = [r["decode"].get("tokens", 64) / secs / (b * 1e9 / per_token[k])
+                         for secs, b in zip(r["decode"]["runs"], bw_runs[th])]
+                roof = f"{statistics.median(fracs) * 100:.0f}%"
             row = {"system": name, "threads": th, "decode_tok_s": r["decode"]["tok_s"],
                    "prompt_tok_s": r["prompt"]["tok_s"], "ttft_s": r["ttft"]["median_seconds"],
                    "maxrss_mib": max(x["maxrss_kb"] for x in r.values()) / 1024, "roofline": roof}
@@ -240,12 +251,13 @@ def main():
                 print(f"ratio bitnet-aot {k} / llama.cpp, {th} thread(s): decode "
                       f"{mine['decode']['tok_s'] / base['decode']['tok_s']:.2f}x, prompt "
                       f"{mine['prompt']['tok_s'] / base['prompt']['tok_s']:.2f}x")
-    print("memory read bandwidth: " + ", ".join(f"{th} thread(s) {bw[th]:.1f} GB/s" for th in threads))
+    print("memory read bandwidth (median; range over the decode repetitions): " + ", ".join(
+        f"{th} thread(s) {bw[th]:.1f} GB/s ({min(bw_runs[th]):.1f}-{max(bw_runs[th]):.1f})" for th in threads))
     print("builds: " + ", ".join(f"{k} {builds[k]['seconds']:.1f} s (code {builds[k]['code_bytes'] / 1024:.0f} KiB)"
                                  for k in kernels))
     out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": cpu_name(),
            "shape": a.shape, "head": a.head, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
-           "membw_gbps": bw, "bytes_per_token": per_token, "results": results, "table": table,
+           "membw_gbps": bw, "membw_gbps_per_decode_rep": bw_runs, "bytes_per_token": per_token, "results": results, "table": table,
            "load": os.getloadavg()}
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     suffix = "" if heads == ["auto"] else "-head-" + "-".join(heads)

@@ -107,7 +107,7 @@ typedef void (*ternary_gemm_fn)(const uint8_t *w, const int8_t *x, int32_t *y,
 typedef struct {
     const char *name;       /* "i2s_avx2": layout + isa */
     const char *layout;     /* packed weight layout it reads: "i2s", "tl1", "tl2" */
-    const char *isa;        /* "avxvnni", "avx2", "neon_dotprod", "neon", "generic", "scalar" */
+    const char *isa;        /* "avx512vnni", "avxvnni", "avx2", "neon_dotprod", "neon", "generic", "scalar" */
     const char *cpus;       /* which CPUs it is for, for humans */
     unsigned needs;         /* KCPU_* bits it requires */
     ternary_gemv_fn gemv;
