@@ -247,17 +247,36 @@ static float ffn_act(float g) {
     return (float)((double)g / (1.0 + exp_f64(-(double)g)));
 }
 
-/* Each part's rows are split in contiguous ranges of whole 32-row tiles (the lookup-table
- * layouts store rows in tiles of 32) and each thread also rescales its own rows, so one
- * bn_pool_run (one barrier) covers q, k and v, or gate, up and the activation. */
+static int round_up_32(int v) { return (v + 31) / 32 * 32; }
+
+/* The rows of all parts, laid end to end, are split into one contiguous range per thread
+ * (so q, k and v together are balanced even when k and v alone have fewer tiles than
+ * threads); within each part a range starts and ends on a 32-row tile (the lookup-table
+ * layouts store rows in tiles of 32). Gate and up are split alike instead, row by row the
+ * same, because each thread finishes its rows with act(gate) * up. Each thread rescales
+ * its own rows, so one bn_pool_run (one barrier) covers the whole fused matmul. */
 static void matmul_worker(void *arg, int ith, int nth) {
     matmul_task *t = arg;
     const ternary_kernel *k = t->c->kernel;
     void *scratch = t->c->scratch ? t->c->scratch[ith] : NULL;
+    int total = 0;
+    for (int p = 0; p < t->n_parts; p++) total += t->part[p].M;
+    const int chunk = (total + nth - 1) / nth;
+    int offset = 0;                                      /* first row of part p, end to end */
     for (int p = 0; p < t->n_parts; p++) {
         const matmul_part *pt = &t->part[p];
-        int chunk = ((pt->M + nth - 1) / nth + 31) / 32 * 32;
-        int r0 = ith * chunk, r1 = r0 + chunk < pt->M ? r0 + chunk : pt->M;
+        int r0, r1;
+        if (t->glu) {
+            int c = round_up_32((pt->M + nth - 1) / nth);
+            r0 = ith * c;
+            r1 = r0 + c;
+        } else {
+            r0 = round_up_32(ith * chunk - offset);
+            r1 = round_up_32((ith + 1) * chunk - offset);
+        }
+        offset += pt->M;
+        r0 = r0 < 0 ? 0 : (r0 > pt->M ? pt->M : r0);
+        r1 = r1 < 0 ? 0 : (r1 > pt->M ? pt->M : r1);
         if (r0 >= r1) continue;
         const uint8_t *w = bn_blob() + pt->w->offset;
         if (t->n == 1) k->gemv(w, t->c->xq, pt->acc, t->KP, r0, r1, scratch);
