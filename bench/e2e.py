@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -148,14 +147,9 @@ def membw_meter():
     return lambda threads: kb.membw(exe, threads, 0.5), lambda: shutil.rmtree(d, ignore_errors=True)
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+def kb_cpu_name() -> str:
+    from bench.kernels import _cpu_name     # one /proc/cpuinfo reader for both benchmarks
+    return _cpu_name()
 
 
 def main():
@@ -255,7 +249,7 @@ def main():
         f"{th} thread(s) {bw[th]:.1f} GB/s ({min(bw_runs[th]):.1f}-{max(bw_runs[th]):.1f})" for th in threads))
     print("builds: " + ", ".join(f"{k} {builds[k]['seconds']:.1f} s (code {builds[k]['code_bytes'] / 1024:.0f} KiB)"
                                  for k in kernels))
-    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": cpu_name(),
+    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": kb_cpu_name(),
            "shape": a.shape, "head": a.head, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
            "membw_gbps": bw, "membw_gbps_per_decode_rep": bw_runs, "bytes_per_token": per_token, "results": results, "table": table,
            "load": os.getloadavg()}

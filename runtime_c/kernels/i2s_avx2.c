@@ -33,6 +33,7 @@
 #include <immintrin.h>
 #include <stddef.h>
 
+#include "i2s_x86.h"
 #include "kernels.h"
 
 /* GEMM tile: I2S_GEMM_R rows x I2S_GEMM_T tokens (accumulators must fit 16 YMM registers) */
@@ -55,25 +56,6 @@
 #define I2S_FN(name) name##_avx2
 #define I2S_GROUP 8  /* blocks accumulated in int16 before widening; see overflow note */
 #endif
-
-static inline int32_t hsum_epi32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* sum of KP int8 activations (the correction term of the maddubs trick). */
-static int32_t sum_q(const int8_t *x, int KP) {
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    __m256i acc = _mm256_setzero_si256();
-    for (int k = 0; k < KP; k += 32) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(x + k));
-        /* maddubs(1, q): int16 lanes in [-256, 254]; madd widens to int32 exactly. */
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
-    }
-    return hsum_epi32(acc);
-}
 
 /* The core: R rows (R <= 4) times T tokens (T <= 4), full K. Always inlined with constant
  * R and T so the compiler keeps the accumulators in registers and unrolls the i/t loops.

@@ -24,28 +24,11 @@
 #include <immintrin.h>
 #include <stddef.h>
 
+#include "i2s_x86.h"
 #include "kernels.h"
 
 #define T_MAX 8          /* tokens per GEMM tile */
 #define I2S_NSLAB 32     /* tokens whose activations stay in L2 while the rows stream past */
-
-static inline int32_t hsum256(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* sum of KP int8 activations (the correction term). */
-static int32_t sum_q(const int8_t *x, int KP) {
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-    __m256i acc = _mm256_setzero_si256();
-    for (int k = 0; k < KP; k += 32) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(x + k));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, v), ones16));
-    }
-    return hsum256(acc);
-}
 
 /* The core: RZ row pairs (RZ <= 2) times T tokens (T <= 8), full K. Always inlined with
  * constant RZ and T so the accumulators stay in registers.
@@ -82,7 +65,7 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
         }
     }
     if (T == 8) {
-        /* 16 horizontal sums per row pair in 21 instructions instead of 16 hsum256s:
+        /* 16 horizontal sums per row pair in 21 instructions instead of 16 hsum_epi32s:
          * unpack-and-add twice leaves, in each 128-bit quarter q of r4[k], the sums of that
          * quarter for tokens 4k..4k+3; quarters 0-1 belong to the low row, 2-3 to the high. */
         for (int z = 0; z < RZ; z++) {
@@ -108,8 +91,8 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
     }
     for (int z = 0; z < RZ; z++)
         for (int t = 0; t < T; t++) {
-            out[2 * z][t] = hsum256(_mm512_castsi512_si256(acc[z][t]));
-            out[2 * z + 1][t] = hsum256(_mm512_extracti64x4_epi64(acc[z][t], 1));
+            out[2 * z][t] = hsum_epi32(_mm512_castsi512_si256(acc[z][t]));
+            out[2 * z + 1][t] = hsum_epi32(_mm512_extracti64x4_epi64(acc[z][t], 1));
         }
 }
 
