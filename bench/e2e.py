@@ -35,6 +35,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench import kernels as kb  # noqa: E402  (bench/kernels.py: the read-bandwidth kernel, the CPU name)
 CACHE = os.path.expanduser(os.environ.get("BITNET_AOT_BENCH_CACHE", "~/.cache/bitnet-aot/bench"))
 LLAMA_VERSION = "0.3.36"
 
@@ -141,15 +142,9 @@ def theirs(py: str, gguf: str, mode: str, threads: int, n: int) -> dict:
 
 def membw_meter():
     """A function threads -> memory read GB/s (bench/kernels.py's read kernel, built once)."""
-    from bench import kernels as kb        # bench/kernels.py: builds bench/kernel_bench.c
     d = tempfile.mkdtemp(prefix="e2e-bw-")
     exe = kb.build(d)
     return lambda threads: kb.membw(exe, threads, 0.5), lambda: shutil.rmtree(d, ignore_errors=True)
-
-
-def kb_cpu_name() -> str:
-    from bench.kernels import _cpu_name     # one /proc/cpuinfo reader for both benchmarks
-    return _cpu_name()
 
 
 def main():
@@ -165,6 +160,9 @@ def main():
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
     heads = a.head.split(",")
+    bad = [h for h in heads if h not in ("auto", "f32", "f16", "q8", "q6", "q4")]
+    if bad:
+        ap.error(f"--head {','.join(bad)}: choose from auto, f32, f16, q8, q6, q4")
     # one bitnet-aot system per (kernel, head): "i2s", or "i2s+q6" for a quantized head
     variants = [(k, h) for k in a.kernels.split(",") for h in heads]
     kernels = [k if h == "auto" else f"{k}+{h}" for k, h in variants]
@@ -249,7 +247,7 @@ def main():
         f"{th} thread(s) {bw[th]:.1f} GB/s ({min(bw_runs[th]):.1f}-{max(bw_runs[th]):.1f})" for th in threads))
     print("builds: " + ", ".join(f"{k} {builds[k]['seconds']:.1f} s (code {builds[k]['code_bytes'] / 1024:.0f} KiB)"
                                  for k in kernels))
-    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": kb_cpu_name(),
+    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": kb._cpu_name(),
            "shape": a.shape, "head": a.head, "reps": a.reps, "gguf": os.path.basename(gguf), "builds": builds,
            "membw_gbps": bw, "membw_gbps_per_decode_rep": bw_runs, "bytes_per_token": per_token, "results": results, "table": table,
            "load": os.getloadavg()}
