@@ -1,6 +1,16 @@
 """End-to-end benchmark: bitnet-aot vs llama.cpp on the same GGUF, side by side.
 
     python bench/e2e.py [--shape 2b4t|small] [--threads 1,2] [--reps 5] [--kernels i2s,tl2] [--head auto,q6]
+    python bench/e2e.py --depth 0,1024,2048,4096 [--threads 1,2] [--reps 3] [--kv f16]
+
+With --depth: long contexts against llama.cpp's own llama-bench (built from its sources into
+the bench cache by bench/peers.py, with progress; the llama-cpp-python path is the fallback
+of the default mode only). For each depth d, ours runs one process per repetition: a
+d-token prompt (prefill tok/s), then 32 greedy tokens (decode tok/s at depth d); depth 0 is
+an 8-token prompt for decode and a 128-token prompt for prefill. llama-bench measures the
+same two numbers (`-p d -n 0`; `-p 0 -n 32 -d d`), F16 KV on both sides. The roofline
+counts the KV cache bytes a decoded token reads at that depth besides the weights. The
+model's context is 8192 here so that depth 4096 leaves room to decode.
 
 1. writes a BitNet-b1.58-2B-4T-shaped random-weight GGUF (architecture `bitnet`, TQ2_0
    projections, F16 tied embedding: a file llama.cpp reads too), cached between runs;
@@ -71,13 +81,17 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def model_path(shape: str) -> str:
+SMALL_SHAPE = dict(n_embd=1024, n_layer=8, n_ff=2816, n_head=16, n_head_kv=4, n_vocab=32000, n_ctx=2048)
+
+
+def model_path(shape: str, n_ctx: int = 0) -> str:
     from bitnet_aot.factory import SHAPES_2B4T, make_test_model
     os.makedirs(CACHE, exist_ok=True)
-    p = os.path.join(CACHE, f"{shape}-bitnet-tq2_0-f16.gguf")
+    p = os.path.join(CACHE, f"{shape}-bitnet-tq2_0-f16{f'-ctx{n_ctx}' if n_ctx else ''}.gguf")
     if not os.path.exists(p):
-        shp = dict(SHAPES_2B4T) if shape == "2b4t" else dict(n_embd=1024, n_layer=8, n_ff=2816, n_head=16,
-                                                               n_head_kv=4, n_vocab=32000, n_ctx=2048)
+        shp = dict(SHAPES_2B4T) if shape == "2b4t" else dict(SMALL_SHAPE)
+        if n_ctx:
+            shp["n_ctx"] = n_ctx
         log(f"writing {p} (cached for later runs) ...")
         make_test_model(p + ".tmp", "bitnet", "tq2_0", tokenizer="bpe", embd_type="f16", seed=1, **shp)
         os.replace(p + ".tmp", p)
@@ -140,6 +154,92 @@ def theirs(py: str, gguf: str, mode: str, threads: int, n: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def ours_depth(exe: str, d: int, threads: int, n_gen: int) -> dict:
+    n_prompt = d if d else 8
+    toks = " ".join(str((7 * i + 3) % 1000 + 100) for i in range(n_prompt))
+    cmd = ["/usr/bin/time", "-f", "MAXRSS %M", exe, "--ids", toks, "-n", str(n_gen), "-t", str(threads), "--temp", "0",
+           "--ignore-eos", "--print-ids"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{exe} failed: {r.stderr[-300:]}")
+    m = re.search(r"prompt (\d+) tokens in ([\d.]+) s .*generation (\d+) tokens in ([\d.]+) s", r.stderr)
+    return {"prefill_tok_s": int(m.group(1)) / float(m.group(2)), "decode_tok_s": int(m.group(3)) / float(m.group(4)),
+            "maxrss_kb": int(re.search(r"MAXRSS (\d+)", r.stderr).group(1))}
+
+
+def llama_bench(bindir: str, gguf: str, threads: int, args: list[str]) -> float:
+    cmd = [os.path.join(bindir, "llama-bench"), "-m", gguf, "-t", str(threads), "-r", "1", "-o", "json"] + args
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"llama-bench failed: {r.stderr[-300:]}")
+    return float(json.loads(r.stdout)[0]["avg_ts"])
+
+
+def run_depth(a, threads: list[int]) -> None:
+    from bench.peers import llama_bin
+    from bitnet_aot.build import build
+    from bitnet_aot.factory import SHAPES_2B4T
+    depths = [int(x) for x in a.depth.split(",")]
+    gguf = model_path(a.shape, n_ctx=8192)
+    t0 = time.perf_counter()
+    res = build(gguf, "host", os.path.join(CACHE, "builds", f"{a.shape}-ctx8192-i2s-kv{a.kv}"), kv=a.kv,
+                log=lambda s: None)
+    log(f"built bitnet-aot (--kv {a.kv}) in {time.perf_counter() - t0:.1f} s")
+    bindir = None if a.no_llama else llama_bin()
+    if not a.no_llama and not bindir:
+        log("llama.cpp's llama-bench could not be built; measuring bitnet-aot alone")
+    hp = SHAPES_2B4T if a.shape == "2b4t" else SMALL_SHAPE
+    kv_elem = {"f32": 4, "f16": 2, "q8": 1}[a.kv]
+    kv_per_pos = 2 * hp["n_layer"] * hp["n_head_kv"] * (hp["n_embd"] // hp["n_head"]) * kv_elem
+    measure_bw, cleanup_bw = membw_meter()
+    rows = []
+    for th in threads:
+        for d in depths:
+            runs = {"ours": [], "llama": [], "bw": []}
+            for rep in range(a.reps):
+                order = ("ours", "llama") if rep % 2 == 0 else ("llama", "ours")
+                for who in order:
+                    if who == "ours":
+                        o = ours_depth(res.output, d, th, 32)
+                        if d == 0:
+                            o["prefill_tok_s"] = ours_depth(res.output, 128, th, 1)["prefill_tok_s"]
+                        runs["ours"].append(o)
+                    elif bindir:
+                        runs["llama"].append({"prefill_tok_s": llama_bench(bindir, gguf, th, ["-p", str(d or 128), "-n", "0"]),
+                                              "decode_tok_s": llama_bench(bindir, gguf, th, ["-p", "0", "-n", "32", "-d", str(d)])})
+                runs["bw"].append(measure_bw(th))
+            med = lambda who, k: statistics.median(r[k] for r in runs[who]) if runs[who] else None  # noqa: E731
+            per_tok = [res.blob_bytes + kv_per_pos * max(d, 8) for _ in runs["bw"]]
+            roof = statistics.median(r["decode_tok_s"] / (b * 1e9 / pt) for r, b, pt in zip(runs["ours"], runs["bw"], per_tok))
+            row = {"threads": th, "depth": d, "ours_decode": med("ours", "decode_tok_s"),
+                   "ours_prefill": med("ours", "prefill_tok_s"), "llama_decode": med("llama", "decode_tok_s"),
+                   "llama_prefill": med("llama", "prefill_tok_s"), "roofline": roof,
+                   "ours_maxrss_mib": max(r["maxrss_kb"] for r in runs["ours"]) / 1024,
+                   "weights_plus_kv_mib": (res.blob_bytes + kv_per_pos * max(d, 8)) / 2**20,
+                   "membw_gbps": runs["bw"], "runs": {k: v for k, v in runs.items() if k != "bw"}}
+            rows.append(row)
+            log(f"{th} thread(s), depth {d}: ours decode {row['ours_decode']:.2f} prefill {row['ours_prefill']:.1f}"
+                + (f"; llama.cpp decode {row['llama_decode']:.2f} prefill {row['llama_prefill']:.1f}" if bindir else ""))
+    cleanup_bw()
+    print(f"\n{'thr':>3} {'depth':>5} {'decode':>8} {'llama':>8} {'ratio':>6} {'roofline':>8} "
+          f"{'prefill':>8} {'llama':>8} {'ratio':>6} {'RSS MiB':>8} {'W+KV MiB':>8}")
+    for r in rows:
+        rd = r["ours_decode"] / r["llama_decode"] if r["llama_decode"] else float("nan")
+        rp = r["ours_prefill"] / r["llama_prefill"] if r["llama_prefill"] else float("nan")
+        print(f"{r['threads']:>3} {r['depth']:>5} {r['ours_decode']:>8.2f} {r['llama_decode'] or 0:>8.2f} {rd:>5.2f}x "
+              f"{r['roofline'] * 100:>7.0f}% {r['ours_prefill']:>8.1f} {r['llama_prefill'] or 0:>8.1f} {rp:>5.2f}x "
+              f"{r['ours_maxrss_mib']:>8.0f} {r['weights_plus_kv_mib']:>8.0f}")
+    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": kb._cpu_name(),
+           "shape": a.shape, "kv": a.kv, "reps": a.reps, "depths": depths, "gguf": os.path.basename(gguf),
+           "peer": "llama.cpp b11312 llama-bench (defaults, F16 KV)" if bindir else None,
+           "blob_bytes": res.blob_bytes, "kv_bytes_per_position": kv_per_pos, "rows": rows, "load": os.getloadavg()}
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    path = os.path.join(ROOT, "bench", "results", f"{out['date']}-{out['host']}-e2e-depth.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1, default=str)
+    print(f"wrote {path}")
+
+
 def membw_meter():
     """A function threads -> memory read GB/s (bench/kernels.py's read kernel, built once)."""
     d = tempfile.mkdtemp(prefix="e2e-bw-")
@@ -157,8 +257,17 @@ def main():
                     help="bitnet-aot head precisions, comma-separated: auto (the file's F16), f16, q8, q6, q4 "
                          "(llama.cpp keeps the file's F16 head)")
     ap.add_argument("--no-llama", action="store_true", help="measure bitnet-aot alone")
+    ap.add_argument("--depth", help="long-context mode: comma-separated context depths, e.g. 0,1024,2048,4096")
+    ap.add_argument("--kv", default="f16", choices=["f16", "f32", "q8"], help="bitnet-aot KV cache (--depth mode)")
     a = ap.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
+    if a.depth:
+        try:
+            if any(int(x) < 0 for x in a.depth.split(",")):
+                raise ValueError
+        except ValueError:
+            ap.error(f"--depth {a.depth}: give comma-separated token counts, e.g. 0,1024,2048,4096")
+        return run_depth(a, threads)
     heads = a.head.split(",")
     bad = [h for h in heads if h not in ("auto", "f32", "f16", "q8", "q6", "q4")]
     if bad:

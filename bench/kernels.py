@@ -28,7 +28,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from compiler.kernels import build_kernel_program  # noqa: E402
+from bitnet_aot.kernels import build_kernel_program  # noqa: E402
 
 SHAPES = [  # (name, M, K)
     ("attn_qo 2560x2560", 2560, 2560),

@@ -91,13 +91,16 @@ class CompiledModel:
 
     @property
     def info(self) -> dict:
+        """The build's provenance (bn_info_json): model, hashes, target, kernel, options."""
         return json.loads(_ffi.string(self.lib.bn_info_json()).decode())
 
     @property
     def pos(self) -> int:
+        """Tokens in the KV cache."""
         return self.lib.bn_pos(self._ctx)
 
     def reset(self):
+        """Empty the KV cache."""
         self.lib.bn_reset(self._ctx)
 
     def eval(self, tokens, all_logits: bool = True) -> np.ndarray:
@@ -112,9 +115,13 @@ class CompiledModel:
         return out
 
     def generate(self, prompt, n_predict: int, temperature: float = 0.0, top_k: int = 40, top_p: float = 0.95,
-                 min_p: float = 0.05, repeat_penalty: float = 1.0, repeat_last_n: int = 64, seed: int = 42,
-                 ignore_eos: bool = False, reset: bool = True) -> list:
-        """Generate after `prompt` (token ids); greedy when temperature is 0. Returns new ids."""
+                 min_p: float = 0.05, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+                 seed: int | None = None, ignore_eos: bool = False, reset: bool = True) -> list:
+        """Generate after `prompt` (token ids); greedy when temperature is 0 (the default
+        here). seed None or -1: a random one. Returns the new ids."""
+        if seed is None or seed == -1:
+            import secrets
+            seed = secrets.randbits(31)
         if reset:
             self.reset()
         p = np.ascontiguousarray(prompt, dtype=np.int32)
@@ -154,6 +161,7 @@ class CompiledModel:
         return _ffi.buffer(buf, n)[:]
 
     def close(self):
+        """Free the context (the library stays loaded for other contexts)."""
         if getattr(self, "_ctx", None) not in (None, _ffi.NULL):
             self.lib.bn_free(self._ctx)
             self._ctx = None

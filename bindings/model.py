@@ -2,24 +2,35 @@
 
     from bitnet_aot import BitNetModel
     model = BitNetModel.from_pretrained("model.gguf")     # compiles once, then cached
-    print(model.generate("Explain quantum computing in simple terms:", max_tokens=100))
+    out = model.generate("Explain quantum computing in simple terms:", max_tokens=100)
+    print(out)                                  # a str: the continuation
+    print(out.finish_reason, out.seed, len(out.tokens))   # "stop" | "length", the seed used, the ids
     outs = model.generate_batch(["What is machine learning?", "Define deep learning"], max_tokens=50)
-    for piece in model.stream("Hello", max_tokens=20):
+    stream = model.stream("Hello", max_tokens=20)
+    for piece in stream:
         print(piece, end="")
+    print(stream.finish_reason)
 
-`from_pretrained` takes a GGUF file (compiled on first use into
-``~/.cache/bitnet-aot/builds/<key>/``, the key being a hash of the GGUF's SHA-256, the
-bitnet-aot version, the target and the build options), a compiled shared library (``.so``
-from ``bitnet-aot build --shared``) or a cache directory. Generation runs in C
-(``bn_generate``: the sampler of the CLI and the server, so a seed gives the same text
+`from_pretrained` takes a GGUF file (compiled on first use into the build cache,
+``~/.cache/bitnet-aot/builds/<key>/``, shared with ``bitnet-aot tokenize``, ``perplexity``
+and ``serve``; see ``bitnet_aot.build_cache``), a folder holding one GGUF, a compiled
+shared library (``.so`` from ``bitnet-aot build --shared``) or a cache entry. Generation runs
+in C (``bn_generate``: the sampler of the CLI and the server, so a seed gives the same text
 everywhere); text is decoded incrementally so streamed pieces never split a UTF-8
 character.
 
-``generate_batch`` runs the prompts at the same time, each in its own context (KV cache)
-over the shared weights, one OS thread each (the C call releases the GIL); results equal
-one ``generate`` call per prompt for any sampling settings. It does not yet share the
-matmuls between prompts: that needs a batched decode step in the C API (see
-``generate_batch``).
+Sampling is seeded as in llama.cpp and the OpenAI API: without a seed (or with seed=-1)
+every call draws a random one, returned as ``.seed``; a given seed reproduces the text
+exactly. Arguments are checked as the compiled CLI checks its flags, with the same
+messages (``ValueError`` for a value out of range, ``TypeError`` for a wrong type).
+
+``generate`` returns a :class:`Completion`: a ``str`` (the text) that also carries
+``.text``, ``.tokens`` (the generated ids), ``.finish_reason`` (``"stop"``: an
+end-of-text token or a stop string; ``"length"``: max_tokens reached or the context
+full, ``.context_full`` tells which), ``.seed`` and ``.prompt_tokens``.
+
+``generate_batch`` decodes the prompts together (one context per prompt, batched matmuls);
+results equal one ``generate`` call per prompt with the same seed.
 
 Errors are ``BitnetError`` subclasses carrying the C side's message: ``CompileError``,
 ``LoadError``, ``ContextLengthError``, ``GenerationError``.
@@ -27,18 +38,22 @@ Errors are ``BitnetError`` subclasses carrying the C side's message: ``CompileEr
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
+import numbers
 import os
-import sys
+import secrets
 import threading
-import time
 
 import numpy as np
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Union
 
 from ..errors import BitnetError
+from .. import build_cache
+from ..build_cache import cache_key, cache_root
 from .api import _ffi, _load    # one cffi declaration and one loaded copy per library
+
+__all__ = ["BitNetModel", "Completion", "Stream", "CompileError", "LoadError", "ContextLengthError",
+           "GenerationError", "compile_cached", "cache_key", "cache_root"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -50,7 +65,7 @@ class CompileError(BitnetError):
 
 
 class LoadError(BitnetError):
-    """The compiled library could not be loaded or initialised."""
+    """The compiled library could not be found, loaded or initialised."""
 
 
 class ContextLengthError(BitnetError):
@@ -69,93 +84,153 @@ def _open_library(path: str):
     return _load(path, LoadError)
 
 
+def compile_cached(gguf: str, cache_dir: Optional[str] = None, executable: bool = False, **build_opts) -> str:
+    """The build cache's shared library (or static executable) of `gguf` for this machine,
+    compiled on first use (bitnet_aot.build_cache). Raises CompileError."""
+    try:
+        return build_cache.compile_cached(gguf, cache_dir, executable=executable, **build_opts)
+    except CompileError:
+        raise
+    except BitnetError as e:
+        raise CompileError(str(e)) from None
+
+
 # ------------------------------------------------------------------------------------------
-# The build cache
+# Argument checks: the ranges and messages of the compiled CLI (runtime_c/options.c)
 # ------------------------------------------------------------------------------------------
 
-def cache_root() -> str:
-    return os.environ.get("BITNET_AOT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "bitnet-aot", "builds")
+N_PREDICT_MAX = 1 << 24
+SEED_MAX = 2**63 - 1
 
 
-def cache_key(gguf_sha256: str, build_opts: dict) -> str:
-    """The build directory's name: GGUF hash, bitnet-aot version, target and options."""
-    from .. import __version__
-    from ..build import source_fingerprint
-    from ..targets import load_target
-    target = load_target("host")
-    desc = json.dumps({"gguf": gguf_sha256, "bitnet_aot": __version__, "sources": source_fingerprint(),
-                       "target": target.name,
-                       "opts": {k: build_opts[k] for k in sorted(build_opts)}}, sort_keys=True, default=str)
-    return hashlib.sha256(desc.encode()).hexdigest()[:24]
+def _int(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} expects an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {v}")
+    return int(v)
 
 
-class _Progress:
-    """One status line on stderr, redrawn with the elapsed time while a compile runs."""
+def _float(name: str, v, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != v:
+        raise TypeError(f"{name} expects a number, got {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
+    return float(v)
 
-    def __init__(self, what: str):
-        self.what, self.step, self.t0 = what, "starting", time.time()
-        self.done = threading.Event()
-        self.tty = sys.stderr.isatty()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def log(self, line: str):
-        self.step = line.split(" (")[0][:60]
-        if not self.tty:
-            print(f"  {line}", file=sys.stderr)
+def _text(name: str, v) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{name} must be a str, got {type(v).__name__}")
+    return v
 
-    def _draw(self, final=""):
-        spin = "|/-\\"[int((time.time() - self.t0) * 4) % 4] if not final else final
-        sys.stderr.write(f"\r{self.what}: {spin} {time.time() - self.t0:5.1f} s  {self.step:<60}")
-        sys.stderr.flush()
 
-    def _run(self):
-        while not self.done.wait(0.25):
-            self._draw()
+def _stops(stop) -> List[str]:
+    """stop: None, one string, or a list of strings (as in the OpenAI API)."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    if isinstance(stop, (bytes, bytearray)) or not isinstance(stop, (list, tuple)):
+        raise TypeError(f"stop must be a str or a list of str, got {type(stop).__name__}")
+    for x in stop:
+        _text("stop", x)
+    return [x for x in stop if x]
 
-    def __enter__(self):
-        print(f"{self.what} (first use; cached afterwards)", file=sys.stderr)
-        if self.tty:
-            self.thread.start()
+
+def _seed(seed) -> int:
+    """None or -1: a fresh random seed (0..2^31-1, as the CLI draws); else the seed given."""
+    if seed is None:
+        return secrets.randbits(31)
+    seed = _int("seed", seed, -1, SEED_MAX)
+    return secrets.randbits(31) if seed == -1 else seed
+
+
+# ------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------
+
+class Completion(str):
+    """The result of generate(): the continuation as a ``str``, with the details of the run.
+
+    text: the continuation (the same as ``str(self)``); tokens: the generated ids (the
+    end-of-text token and the one that completed a stop string included); finish_reason:
+    ``"stop"`` (an end-of-generation token or a stop string), ``"length"`` (max_tokens
+    reached, or the context full: then context_full is True) or ``"cancelled"`` (a stream
+    closed early); seed: the seed used; prompt_tokens: the prompt's token count."""
+
+    tokens: List[int]
+    finish_reason: str
+    seed: int
+    context_full: bool
+    prompt_tokens: int
+
+    def __new__(cls, text: str, tokens: Sequence[int] = (), finish_reason: str = "stop", seed: int = 0,
+                context_full: bool = False, prompt_tokens: int = 0):
+        self = super().__new__(cls, text)
+        self.tokens, self.finish_reason, self.seed = list(tokens), finish_reason, seed
+        self.context_full, self.prompt_tokens = context_full, prompt_tokens
         return self
 
-    def __exit__(self, exc_type, *a):
-        self.done.set()
-        if self.tty:
-            self.thread.join()
-            self._draw("failed" if exc_type else "done")
-            sys.stderr.write("\n")
-        else:
-            print(f"{self.what}: {'failed' if exc_type else 'done'} in {time.time() - self.t0:.1f} s", file=sys.stderr)
+    @property
+    def text(self) -> str:
+        """The continuation as a plain str."""
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return (f"Completion(text={self.text!r}, finish_reason={self.finish_reason!r}, "
+                f"tokens=<{len(self.tokens)} ids>, seed={self.seed}, context_full={self.context_full})")
+
+    def __reduce__(self):
+        return (Completion, (self.text, self.tokens, self.finish_reason, self.seed, self.context_full,
+                             self.prompt_tokens))
 
 
-def compile_cached(gguf: str, cache_dir: Optional[str] = None, executable: bool = False, **build_opts) -> str:
-    """The shared library (or, with executable=True, the static program, e.g. for
-    `bitnet-aot serve model.gguf`) for `gguf` on this machine: built once, then reused."""
-    from ..gguf_import import file_sha256
-    from ..build import build
-    sha = file_sha256(gguf)
-    opts = dict(build_opts, executable=True) if executable else dict(build_opts)
-    d = os.path.join(cache_dir or cache_root(), cache_key(sha, opts))
-    name = "model" if executable else "model.so"
-    out = os.path.join(d, name)
-    if os.path.isfile(out):
-        return out
-    os.makedirs(d, exist_ok=True)
-    import fcntl
-    with open(os.path.join(d, ".lock"), "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)          # another process may be building it
-        if os.path.isfile(out):
-            return out
-        with _Progress(f"compiling {os.path.basename(gguf)} for this machine into {d}") as p:
-            try:
-                build(gguf, "host", out + ".tmp", shared=not executable,
-                      build_dir=os.path.join(d, "build"), log=p.log, **build_opts)
-            except BitnetError as e:
-                raise CompileError(str(e)) from None
-        with open(os.path.join(d, "source.json"), "w") as f:
-            json.dump({"gguf": os.path.abspath(gguf), "sha256": sha, "options": opts}, f, default=str)
-        os.replace(out + ".tmp", out)
-    return out
+class Stream:
+    """The iterator stream() returns: yields the continuation in text pieces; after the last
+    one, ``.result`` is the :class:`Completion` (and ``.finish_reason``, ``.tokens``,
+    ``.text`` are its). ``.seed`` is known from the start. close() (or leaving a ``with``
+    block) stops generation early."""
+
+    def __init__(self, pieces, seed: int):
+        self._pieces, self.seed = pieces, seed
+        self.result: Optional[Completion] = None
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as e:
+            if e.value is not None:
+                self.result = e.value
+            raise StopIteration from None
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        """"stop", "length" or "cancelled" once the stream has ended, None before."""
+        return self.result.finish_reason if self.result is not None else None
+
+    @property
+    def tokens(self) -> Optional[List[int]]:
+        """The generated ids once the stream has ended, None before."""
+        return self.result.tokens if self.result is not None else None
+
+    @property
+    def text(self) -> Optional[str]:
+        """The whole continuation once the stream has ended, None before."""
+        return self.result.text if self.result is not None else None
+
+    def close(self):
+        """Stop generating (the pieces not read yet are dropped)."""
+        self._pieces.close()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,6 +243,7 @@ class _TextStream:
     UTF-8 characters and any tail that could still grow into a stop string."""
 
     def __init__(self, model: "BitNetModel", prompt_ids: List[int], stop: Sequence[str]):
+        """stop: a list of strings (already checked by _stops)."""
         self.model, self.prompt = model, list(prompt_ids)
         self.ids: List[int] = []
         self.n_prefix = len(model._detok_bytes(self.prompt))
@@ -219,14 +295,25 @@ class _TextStream:
 # ------------------------------------------------------------------------------------------
 
 class BitNetModel:
-    """A compiled model with the generation API of BitNet's documentation."""
+    """A compiled model with the generation API of BitNet's documentation.
+
+    library: a compiled shared library (usually from from_pretrained); n_threads: 1..256
+    (default: the online cores); n_ctx: the context in tokens (default: the model's,
+    capped at 4096; 0 = the model's trained context)."""
 
     def __init__(self, library: str, n_threads: Optional[int] = None, n_ctx: Optional[int] = None):
         self.library = os.path.abspath(library)
+        if n_threads is not None:
+            _int("n_threads", n_threads, 1, 256)
+        if n_ctx is not None:
+            _int("n_ctx", n_ctx, 0, 1 << 24)
         self.lib = _open_library(self.library)
         self.n_vocab = self.lib.bn_n_vocab()
-        self.n_ctx = n_ctx or min(self.lib.bn_n_ctx_train(), 4096)
-        self.n_threads = n_threads or os.cpu_count() or 1
+        n_train = self.lib.bn_n_ctx_train()
+        if n_ctx is not None and n_ctx > n_train:
+            raise ValueError(f"n_ctx must be between 0 and {n_train}, got {n_ctx}")
+        self.n_ctx = n_train if n_ctx == 0 else (n_ctx or min(n_train, 4096))
+        self.n_threads = n_threads or min(os.cpu_count() or 1, 256)
         self._contexts: dict = {}          # idle contexts of generate_batch by thread count
         self._lock = threading.Lock()
         self._ctx = self._new_context(self.n_threads)
@@ -235,29 +322,59 @@ class BitNetModel:
     # ---- loading ----
 
     @classmethod
-    def from_pretrained(cls, path_or_gguf: str, n_threads: Optional[int] = None, n_ctx: Optional[int] = None,
-                        cache_dir: Optional[str] = None, **build_opts) -> "BitNetModel":
-        """A GGUF file (compiled for this machine on first use, then cached), a compiled
-        shared library, or a cache directory holding model.so. build_opts go to
-        bitnet_aot.build.build (kernel=, weights=, ctx=, ternarize=)."""
-        p = os.path.expanduser(str(path_or_gguf))
-        if os.path.isdir(p) and os.path.isfile(os.path.join(p, "model.so")):
-            return cls(os.path.join(p, "model.so"), n_threads, n_ctx)
+    def from_pretrained(cls, path_or_gguf: Union[str, "os.PathLike[str]"], n_threads: Optional[int] = None,
+                        n_ctx: Optional[int] = None, cache_dir: Optional[str] = None, **build_opts) -> "BitNetModel":
+        """Load a model: a GGUF file (compiled for this machine on first use, then cached),
+        a folder holding one GGUF (or a compiled model.so), a compiled shared library, or
+        a build-cache key, or a Hugging Face repository "org/name" holding a GGUF (resolved
+        through huggingface_hub's cache, downloaded only when online; optional filename=,
+        revision=, hub_cache_dir=). build_opts go to bitnet_aot.build.build (kernel=,
+        weights=, ctx=, head=, embed=, kv=, ternarize=). Raises LoadError or CompileError."""
+        if not isinstance(path_or_gguf, (str, os.PathLike)):
+            raise TypeError(f"path_or_gguf must be a path, got {type(path_or_gguf).__name__}")
+        if n_threads is not None:
+            _int("n_threads", n_threads, 1, 256)
+        if n_ctx is not None:
+            _int("n_ctx", n_ctx, 0, 1 << 24)
+        p = os.path.expanduser(os.fspath(path_or_gguf))
+        hub_opts = {k: build_opts.pop(k, None) for k in ("filename", "revision", "hub_cache_dir")}
+        from ..hub import looks_like_repo_id
+        if looks_like_repo_id(p) and not os.path.isfile(os.path.join(cache_dir or cache_root(), os.path.basename(p),
+                                                                     "model.so")):
+            # "org/name": a GGUF from the Hugging Face Hub, through huggingface_hub's cache
+            from ..hub import resolve
+            try:
+                p = resolve(p, filename=hub_opts["filename"], cache_dir=hub_opts["hub_cache_dir"],
+                            revision=hub_opts["revision"])
+            except BitnetError as e:
+                raise LoadError(str(e)) from None
+        if os.path.isdir(p):
+            if os.path.isfile(os.path.join(p, "model.so")):
+                return cls(os.path.join(p, "model.so"), n_threads, n_ctx)
+            ggufs = sorted(f for f in os.listdir(p) if f.lower().endswith(".gguf")
+                           and os.path.isfile(os.path.join(p, f)))
+            if len(ggufs) != 1:
+                raise LoadError(f"{p}: a folder with {'no' if not ggufs else len(ggufs)} .gguf files"
+                                + (f" ({', '.join(ggufs)}); give the file's path" if ggufs else
+                                   " (nor a compiled model.so); give a .gguf model or a compiled .so"))
+            p = os.path.join(p, ggufs[0])
         if not os.path.isfile(p):
             key_dir = os.path.join(cache_dir or cache_root(), os.path.basename(p))
-            if os.path.isfile(os.path.join(key_dir, "model.so")):
+            if os.path.basename(p) and os.path.isfile(os.path.join(key_dir, "model.so")):
                 return cls(os.path.join(key_dir, "model.so"), n_threads, n_ctx)
-            raise LoadError(f"{p}: no such file (give a .gguf model, a compiled .so or a cache key)")
+            raise LoadError(f"{p}: no such file or folder (give a .gguf model, a folder holding one, "
+                            "a compiled .so or a cache key)")
         with open(p, "rb") as f:
             magic = f.read(4)
         if magic == b"GGUF":
             return cls(compile_cached(p, cache_dir, **build_opts), n_threads, n_ctx)
-        if magic == b"\x7fELF" or p.endswith((".so", ".dylib")):
+        if magic in (b"\x7fELF", b"\xcf\xfa\xed\xfe") or p.endswith((".so", ".dylib")):
             return cls(p, n_threads, n_ctx)
         raise LoadError(f"{p}: neither a GGUF model nor a compiled shared library")
 
     @property
     def info(self) -> dict:
+        """The build's provenance (bn_info_json): model, hashes, target, kernel, options."""
         return json.loads(_ffi.string(self.lib.bn_info_json()).decode())
 
     def _error(self) -> str:
@@ -272,7 +389,10 @@ class BitNetModel:
     # ---- text ----
 
     def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> List[int]:
-        data = text.encode("utf-8", "surrogateescape")
+        """The token ids of `text`, by the C tokenizer compiled into the model (the one the
+        binary runs). add_bos: start with BOS when the model asks for one; special: match
+        special tokens such as <|eot_id|> written in the text."""
+        data = _text("text", text).encode("utf-8", "surrogateescape")
         cap = len(data) + 8
         while True:
             out = _ffi.new("int32_t[]", cap)
@@ -293,32 +413,59 @@ class BitNetModel:
         return _ffi.buffer(buf, n)[:]
 
     def detokenize(self, ids: Sequence[int]) -> str:
+        """The text of token ids (control tokens print as nothing; bytes that are not
+        UTF-8 become U+FFFD)."""
+        ids = list(ids)
+        for i in ids:
+            _int("token id", i, 0, self.n_vocab - 1)
         return self._detok_bytes(ids).decode("utf-8", "replace")
 
     # ---- generation ----
 
     def _sampling(self, temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed):
+        """The checked sampling settings (the CLI's ranges and messages) as a bn_sampling."""
         s = _ffi.new("bn_sampling *", self.lib.bn_sampling_default())
-        s.temperature, s.top_k, s.top_p, s.min_p = temperature, top_k, top_p, min_p
-        s.repeat_penalty, s.repeat_last_n, s.seed = repeat_penalty, repeat_last_n, seed & (2**64 - 1)
+        s.temperature = _float("temperature", temperature, 0.0, 100.0)
+        s.top_k = _int("top_k", top_k, 0, self.n_vocab)
+        s.top_p = _float("top_p", top_p, 0.0, 1.0)
+        s.min_p = _float("min_p", min_p, 0.0, 1.0)
+        s.repeat_penalty = _float("repeat_penalty", repeat_penalty, 0.01, 100.0)
+        s.repeat_last_n = _int("repeat_last_n", repeat_last_n, 0, 1 << 20)
+        s.seed = seed
         return s
 
     def _prepare(self, prompt: str, max_tokens: int):
-        if max_tokens < 0:
-            raise ValueError("max_tokens must be >= 0")
+        """(prompt ids, tokens to generate at most, tokens asked for: None = until the end)."""
+        _text("prompt", prompt)
+        want = _int("max_tokens", max_tokens, -1, N_PREDICT_MAX)
         ids = self.tokenize(prompt)
         if not ids:
-            raise GenerationError("the prompt is empty")
+            raise GenerationError("the prompt is empty (and the model adds no BOS token)")
         if len(ids) >= self.n_ctx:
             raise ContextLengthError(f"the prompt has {len(ids)} tokens but the context holds {self.n_ctx} "
                                      f"(n_ctx); shorten the prompt or load with a larger n_ctx")
-        return ids, min(max_tokens, self.n_ctx - len(ids))
+        room = self.n_ctx - len(ids)
+        return ids, room if want == -1 else min(want, room), None if want == -1 else want
 
-    def _run(self, ctx, prompt: str, max_tokens: int, stop, ignore_eos: bool, on_piece, sampling) -> str:
+    def _finish(self, ts: "_TextStream", out_ids: List[int], n: int, want, ignore_eos: bool, seed: int,
+                n_prompt: int, cancelled: bool = False) -> Completion:
+        """The Completion of a run: why it ended, by the rules bn_generate stops by."""
+        context_full = False
+        if cancelled:
+            reason = "cancelled"
+        elif ts.stopped or (out_ids and not ignore_eos and self.lib.bn_is_eog(out_ids[-1])):
+            reason = "stop"
+        else:
+            reason = "length"
+            context_full = len(out_ids) == n and (want is None or n < want)
+        return Completion(ts.text, out_ids, reason, seed, context_full, n_prompt)
+
+    def _run(self, ctx, prompt: str, max_tokens: int, stop, ignore_eos: bool, on_piece, sampling,
+             seed: int) -> Completion:
         """bn_generate with a callback that decodes text, applies stop strings and hands
         each new piece to on_piece (which returns True to stop)."""
-        ids, n = self._prepare(prompt, max_tokens)
-        ts = _TextStream(self, ids, list(stop or []))
+        ids, n, want = self._prepare(prompt, max_tokens)
+        ts = _TextStream(self, ids, stop)
         state = {"cancel": False, "error": None}
 
         @_ffi.callback("int(void *, int32_t)")
@@ -344,23 +491,39 @@ class BitNetModel:
             tail = ts.finish()
             if tail:
                 on_piece(tail)
-        return ts.text
+        return self._finish(ts, list(out[0:got]), n, want, ignore_eos, seed, len(ids), state["cancel"])
 
     def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                  top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
-                 seed: int = 42, stop: Optional[Sequence[str]] = None, ignore_eos: bool = False) -> str:
-        """The continuation of `prompt` (without the prompt). temperature 0 is greedy."""
+                 seed: Optional[int] = None, stop: Union[str, Sequence[str], None] = None,
+                 ignore_eos: bool = False) -> Completion:
+        """The continuation of `prompt` (without the prompt), as a Completion (a str with
+        .tokens, .finish_reason, .seed). max_tokens -1: until end of text or the context is
+        full. temperature 0 is greedy. seed None or -1: a random one (returned as .seed).
+        stop: a string or a list of strings that end the text (not included)."""
+        seed = _seed(seed)
         s = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        stops = _stops(stop)
         with self._ctx_lock:
-            return self._run(self._ctx, prompt, max_tokens, stop, ignore_eos, lambda piece: False, s)
+            return self._run(self._ctx, prompt, max_tokens, stops, ignore_eos, lambda piece: False, s, seed)
 
     def stream(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
                top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
-               seed: int = 42, stop: Optional[Sequence[str]] = None, ignore_eos: bool = False) -> Iterator[str]:
-        """Yields the continuation in pieces as it is generated (whole UTF-8 characters;
-        joined, they equal generate()). Closing the iterator early stops generation."""
-        import queue
+               seed: Optional[int] = None, stop: Union[str, Sequence[str], None] = None,
+               ignore_eos: bool = False) -> Stream:
+        """generate() in pieces as they are generated (whole UTF-8 characters; joined, they
+        equal generate()). Returns a Stream: iterate it for the pieces; afterwards its
+        .finish_reason, .tokens and .result tell how it ended. Closing it stops generation.
+        The arguments are checked here, before the first piece."""
+        seed = _seed(seed)
         s = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        stops = _stops(stop)
+        _text("prompt", prompt)
+        _int("max_tokens", max_tokens, -1, N_PREDICT_MAX)
+        return Stream(self._stream(prompt, max_tokens, stops, ignore_eos, s, seed), seed)
+
+    def _stream(self, prompt, max_tokens, stops, ignore_eos, s, seed) -> Iterator[str]:
+        import queue
         q: "queue.Queue" = queue.Queue()
         closed = threading.Event()
 
@@ -371,8 +534,8 @@ class BitNetModel:
         def worker():
             try:
                 with self._ctx_lock:
-                    self._run(self._ctx, prompt, max_tokens, stop, ignore_eos, on_piece, s)
-                q.put(("end", None))
+                    result = self._run(self._ctx, prompt, max_tokens, stops, ignore_eos, on_piece, s, seed)
+                q.put(("end", result))
             except BaseException as e:
                 q.put(("error", e))
 
@@ -386,55 +549,64 @@ class BitNetModel:
                 elif kind == "error":
                     raise value
                 else:
-                    break
+                    return value
         finally:
             closed.set()
             t.join()
 
     def generate_batch(self, prompts: Sequence[str], max_tokens: int = 128, temperature: float = 0.8,
                        top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0,
-                       repeat_last_n: int = 64, seed: int = 42, stop: Optional[Sequence[str]] = None,
-                       ignore_eos: bool = False) -> List[str]:
+                       repeat_last_n: int = 64, seed: Optional[int] = None,
+                       stop: Union[str, Sequence[str], None] = None, ignore_eos: bool = False) -> List[Completion]:
         """generate() for every prompt, decoded together: one context (KV cache) per prompt,
         and every decoding step is one bn_eval_batch call, so each weight tile is read once
-        for all prompts (batched matmuls). Same C sampler and the same per-prompt seed as
-        generate(), so the outputs equal sequential generate() calls."""
+        for all prompts (batched matmuls). Same C sampler as generate(): with a seed, every
+        prompt uses it and the outputs equal sequential generate(seed=...) calls; without
+        one, each prompt gets its own random seed (its Completion's .seed)."""
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise TypeError(f"prompts must be a list of str, got {type(prompts).__name__}")
         prompts = list(prompts)
         if not prompts:
             return []
+        seeds = [_seed(seed) for _ in prompts] if seed is None or seed == -1 else [_seed(seed)] * len(prompts)
+        sampling = [self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, sd)
+                    for sd in seeds]
+        stops = _stops(stop)
         prepared = [self._prepare(p, max_tokens) for p in prompts]   # errors before any work
         bmax = int(self.info.get("batch", 8))      # the compiled batch size (BN_BATCH)
-        if len(prompts) > bmax:
-            return [t for i in range(0, len(prompts), bmax)
-                    for t in self.generate_batch(prompts[i:i + bmax], max_tokens, temperature, top_k, top_p, min_p,
-                                                 repeat_penalty, repeat_last_n, seed, stop, ignore_eos)]
-        s = self._sampling(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        out: List[Completion] = []
+        for i in range(0, len(prompts), bmax):
+            out += self._batch(prepared[i:i + bmax], sampling[i:i + bmax], seeds[i:i + bmax], stops, ignore_eos)
+        return out
+
+    def _batch(self, prepared, sampling, seeds, stops, ignore_eos) -> List[Completion]:
         V = self.lib.bn_n_vocab()
-        ctxs = [self._new_context(self.n_threads) for _ in prompts]
+        ctxs = [self._new_context(self.n_threads) for _ in prepared]
         try:
-            streams = [_TextStream(self, ids, list(stop or [])) for ids, _ in prepared]
-            hist = [list(ids) for ids, _ in prepared]
-            rng = [_ffi.new("uint64_t *", self.lib.bn_rng_init(seed)) for _ in prompts]
-            logits = np.empty((len(prompts), V), dtype=np.float32)
-            for i, (ids, _) in enumerate(prepared):          # prompts: each its own prefill
+            streams = [_TextStream(self, ids, stops) for ids, _, _ in prepared]
+            hist = [list(ids) for ids, _, _ in prepared]
+            rng = [_ffi.new("uint64_t *", self.lib.bn_rng_init(sd)) for sd in seeds]
+            logits = np.empty((len(prepared), V), dtype=np.float32)
+            for i, (ids, _, _) in enumerate(prepared):          # prompts: each its own prefill
                 p = _ffi.new("int32_t[]", ids)
                 if self.lib.bn_eval(ctxs[i], p, len(ids), _ffi.cast("float *", logits[i].ctypes.data), 1) != 0:
                     raise GenerationError(self._error())
-            active = list(range(len(prompts)))
-            n_gen = [0] * len(prompts)
+            active = list(range(len(prepared)))
+            gen: List[List[int]] = [[] for _ in prepared]
             while active:
                 step = []                                     # (sequence, token) still going
                 for i in active:
                     h = _ffi.new("int32_t[]", hist[i])
-                    tok = self.lib.bn_sample(_ffi.cast("float *", logits[i].ctypes.data), s, h, len(hist[i]), rng[i])
+                    tok = self.lib.bn_sample(_ffi.cast("float *", logits[i].ctypes.data), sampling[i], h,
+                                             len(hist[i]), rng[i])
                     if tok < 0:
                         raise GenerationError(self._error())
                     hist[i].append(tok)
-                    n_gen[i] += 1
+                    gen[i].append(tok)
                     streams[i].push(tok)
                     # the same stopping rules, in the same order, as bn_generate
                     if streams[i].stopped or (not ignore_eos and self.lib.bn_is_eog(tok)) \
-                            or n_gen[i] == prepared[i][1] or self.lib.bn_pos(ctxs[i]) >= self.lib.bn_n_ctx(ctxs[i]):
+                            or len(gen[i]) == prepared[i][1] or self.lib.bn_pos(ctxs[i]) >= self.lib.bn_n_ctx(ctxs[i]):
                         continue
                     step.append((i, tok))
                 active = [i for i, _ in step]
@@ -448,7 +620,8 @@ class BitNetModel:
                         logits[i] = out[row]
             for ts in streams:
                 ts.finish()
-            return [ts.text for ts in streams]
+            return [self._finish(ts, gen[i], prepared[i][1], prepared[i][2], ignore_eos, seeds[i],
+                                 len(prepared[i][0])) for i, ts in enumerate(streams)]
         finally:
             del ctxs                                          # freed by their ffi.gc finalizers
 

@@ -2,18 +2,17 @@
 
 GGUF -> model description (gguf_import) -> packed weights (pack) -> generated C (codegen)
 -> zig cc (toolchain, build) -> one static binary per target.
+
+The Python API: ``BitNetModel`` (text in, text out; ``from_pretrained`` compiles a GGUF
+once into the build cache), ``CompiledModel`` (token ids and logits), ``Completion`` and
+``Stream`` (what generate() and stream() return) and the errors, all ``BitnetError``.
 """
 __version__ = "0.1.0"
 
 from .errors import BitnetError  # noqa: E402
+from .bindings.api import CompiledModel  # noqa: E402
+from .bindings.model import (BitNetModel, CompileError, Completion, ContextLengthError,  # noqa: E402
+                             GenerationError, LoadError, Stream)
 
-
-def __getattr__(name):
-    # The binding imports cffi and numpy machinery; load it only when asked for.
-    if name == "CompiledModel":
-        from .bindings import api
-        return api.CompiledModel
-    if name == "BitNetModel":
-        from .bindings import model
-        return model.BitNetModel
-    raise AttributeError(name)
+__all__ = ["BitNetModel", "CompiledModel", "Completion", "Stream", "BitnetError", "CompileError", "LoadError",
+           "ContextLengthError", "GenerationError", "__version__"]

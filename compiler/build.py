@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .codegen import (BuildOptions, batch_size, blob_s, copy_runtime, model_config_h, weights_index_c,
+from .codegen import (KV_TYPES, BuildOptions, batch_size, blob_s, copy_runtime, model_config_h, weights_index_c,
                       write_weights)
 from .errors import BitnetError
 from .gguf_import import load_gguf
 from .model import Model
 from .pack import MATRIX_CHOICES
 from .targets import Target, load_target
-from .toolchain import run_zig, zig_version
+from .toolchain import run_zig_all, zig_version
 
 # Flags every runtime file is compiled with. -ffp-contract=off keeps float results equal to
 # the numpy reference (no fused multiply-add where the source has two operations). C needs
@@ -56,7 +56,7 @@ def source_fingerprint() -> str:
                 if f.is_dir():
                     if f.name != "__pycache__":
                         stack.append(f)
-                elif f.name.endswith((".c", ".h", ".toml", ".py")):
+                elif f.name.endswith((".c", ".h", ".toml", ".py", ".html")):
                     h.update(f.name.encode())
                     h.update(f.read_bytes())
     return h.hexdigest()[:16]
@@ -81,15 +81,16 @@ def choose_kernel(target: Target, kernel: str) -> str:
 
 def tokenizer_blob(m: Model, log=print):
     """The tokenizer data for the blob, or None (the binary then takes token ids) when the
-    model has none or uses a pre-tokenizer the C tokenizer does not implement."""
+    model has none (or the build was asked for none: load_gguf(no_tokenizer=True)). A
+    tokenizer the C tokenizer cannot run is an error: a build never drops one silently."""
     from .tokenizer_pack import TokenizerPackError, pack_tokenizer
     if m.tokenizer is None:
         return None
     try:
         return pack_tokenizer(m.tokenizer)
     except TokenizerPackError as e:
-        log(f"warning: {e}; building without a tokenizer (the binary takes and prints token ids)")
-        return None
+        raise BitnetError(f"{m.source_name}: {e}; pass --no-tokenizer to build a binary that takes and "
+                          "prints token ids") from None
 
 
 def unicode_tables():
@@ -109,7 +110,7 @@ def info_json(m: Model, target: Target, opts: BuildOptions, kernel: str, sha: st
         "n_head": hp.n_head, "n_head_kv": hp.n_head_kv, "n_ctx_train": hp.n_ctx_train,
         "tokenizer": m.tokenizer.model if m.tokenizer else None,
         "target": target.name, "zig_target": target.zig_target, "kernel": kernel,
-        "weights": opts.weights, "weights_sha256": sha, "head": opts.head, "embed": opts.embed, "batch": batch_size(m, target),
+        "weights": opts.weights, "weights_sha256": sha, "head": opts.head, "embed": opts.embed, "kv": opts.kv, "batch": batch_size(m, target),
         "bitnet_aot": __version__, "zig": opts.zig_version,
     }
     return json.dumps(info, sort_keys=True)
@@ -193,15 +194,18 @@ def write_build_sh(build_dir: str, cmds: list):
 def build(gguf_path: str, target_name: str = "host", output: str | None = None, *,
           kernel: str = "auto", weights: str = "embedded", emit_c: str | None = None,
           build_dir: str | None = None, shared: bool = False, ternarize: bool = False,
-          ctx: int = 0, sanitize: bool = False, head: str = "auto", embed: str = "auto", model: Model | None = None,
-          log=print) -> BuildResult:
+          ctx: int = 0, sanitize: bool = False, head: str = "auto", embed: str = "auto", kv: str = "f16",
+          model: Model | None = None, no_tokenizer: bool = False, log=print) -> BuildResult:
     t_start = time.time()
     if weights not in ("embedded", "external"):
         raise BitnetError(f"--weights must be embedded or external, not {weights!r}")
     target = load_target(target_name)
     if shared and target_name not in ("host", "native") and target.run != "native":
         raise BitnetError("--shared builds a library for this machine; use --target host")
-    m = model or load_gguf(gguf_path, ternarize=ternarize)
+    m = model or load_gguf(gguf_path, ternarize=ternarize, no_tokenizer=no_tokenizer)
+    if no_tokenizer and m.tokenizer is not None:
+        m.tokenizer = None
+        m.warnings.append("--no-tokenizer: the binary takes and prints token ids")
     for wmsg in m.warnings:
         log(f"warning: {wmsg}")
     log(f"model: {m.hp.arch}, {m.hp.n_layer} layers, E={m.hp.n_embd}, F={m.hp.n_ff}, V={m.hp.n_vocab}; "
@@ -212,10 +216,12 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
     for flag, value in (("--head", head), ("--embed", embed)):
         if value not in MATRIX_CHOICES:
             raise BitnetError(f"{flag} must be one of {', '.join(MATRIX_CHOICES)}, not {value!r}")
+    if kv not in KV_TYPES:
+        raise BitnetError(f"--kv must be one of {', '.join(KV_TYPES)}, not {kv!r}")
     if embed != "auto" and m.output is None:
         raise BitnetError("--embed: this model's head is tied to its embedding (one matrix); use --head to set its precision")
     opts = BuildOptions(kernel=kernel, weights=weights, n_ctx_max=ctx, shared=shared, head=head, embed=embed,
-                        sanitize=sanitize, version=__version__, zig_version=zv)
+                        kv=kv, sanitize=sanitize, version=__version__, zig_version=zv)
     if output is None:
         base = os.path.splitext(os.path.basename(gguf_path))[0]
         output = base + (".so" if shared else target.exe_suffix)
@@ -235,8 +241,7 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
     t0 = time.time()
     local_cache = os.path.join(bdir, ".zig-cache")
     try:
-        for c in cmds:
-            run_zig(c, bdir, f"compiling for {target.name}", local_cache=local_cache)
+        run_zig_all(cmds, bdir, target.name, shared=shared, local_cache=local_cache)
     finally:
         shutil.rmtree(local_cache, ignore_errors=True)
     log(f"compiled with zig {zv} for {target.zig_target} in {time.time() - t0:.1f} s")

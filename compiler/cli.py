@@ -13,6 +13,7 @@ from . import __version__
 from .errors import BitnetError
 
 MATRIX_CHOICES = ("auto", "f32", "f16", "q8", "q6", "q4")   # = pack.MATRIX_CHOICES (pack imports numpy)
+KV_TYPES = ("f16", "f32", "q8")                               # = codegen.KV_TYPES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,6 +29,16 @@ def _human(n: float) -> str:
 
 
 # -- inspect ------------------------------------------------------------------------------
+def _c_tokenizer_support(tok) -> str:
+    """'yes', or why the C tokenizer cannot run it (a build then needs --no-tokenizer)."""
+    from .tokenizer_pack import TokenizerPackError, pack_tokenizer
+    try:
+        pack_tokenizer(tok)
+        return "yes"
+    except TokenizerPackError as e:
+        return f"no: {e}"
+
+
 def inspect_report(path: str, ternarize: bool) -> dict:
     from .gguf_file import GGUFFile
     from .gguf_import import load_gguf
@@ -38,6 +49,13 @@ def inspect_report(path: str, ternarize: bool) -> dict:
                for t in g.tensors.values()]
     kv_small = {k: (v if not isinstance(v, (list,)) else f"[{len(v)} items]")
                 for k, v in g.kv.items() if not hasattr(v, "dtype")}
+    # type ids whose layout depends on the writer: which reading was chosen, and why
+    readings = []
+    for reason in sorted({t.reading_reason for t in g.tensors.values() if t.reading_reason}):
+        ts = [t for t in g.tensors.values() if t.reading_reason == reason]
+        sc = [t.reading_scale for t in ts if t.reading_scale is not None]
+        extra = f"; scale trailers {min(sc):.4g} .. {max(sc):.4g}" if sc else ""
+        readings.append(f"{reason}: {len(ts)} tensor{'s' if len(ts) != 1 else ''}{extra}")
     g.close()
     try:
         m = load_gguf(path, ternarize=ternarize)
@@ -64,7 +82,7 @@ def inspect_report(path: str, ternarize: bool) -> dict:
         "tokenizer": None if tok is None else {
             "model": tok.model, "vocab_size": len(tok.tokens), "pre": tok.pre, "bos": tok.bos_id,
             "eos": tok.eos_id, "eot": tok.eot_id, "merges": len(tok.merges or []),
-            "chat_template": bool(tok.chat_template)},
+            "chat_template": bool(tok.chat_template), "c_tokenizer": _c_tokenizer_support(tok)},
         "params": counts,
         "packed_bytes": {
             "ternary_i2s": tern_packed,
@@ -72,6 +90,7 @@ def inspect_report(path: str, ternarize: bool) -> dict:
             "head_f16": head_elems * 2 if not hp.tied_head else 0,
             "embedding_f32": emb_elems * 4, "embedding_f16": emb_elems * 2,
         },
+        "type_readings": readings,
         "warnings": m.warnings,
         "metadata": kv_small,
         "tensors": tensors,
@@ -89,6 +108,8 @@ def print_inspect(r: dict):
         print(f"tokenizer     {t['model']} ({'SentencePiece' if t['model'] == 'llama' else 'byte-level BPE'}), "
               f"{t['vocab_size']} tokens, pre={t['pre']}, bos={t['bos']} eos={t['eos']} eot={t['eot']}, "
               f"chat template: {'yes' if t['chat_template'] else 'no'}")
+        if t.get("c_tokenizer", "yes") != "yes":
+            print(f"              C tokenizer: {t['c_tokenizer']} (build with --no-tokenizer for a token-id binary)")
     else:
         print("tokenizer     none (the binary will take token ids)")
     p = r["params"]
@@ -98,6 +119,8 @@ def print_inspect(r: dict):
     print(f"packed size   ternary (i2s, 2 bit): {_human(b['ternary_i2s'])}; embedding f16 {_human(b['embedding_f16'])} "
           f"/ f32 {_human(b['embedding_f32'])}" + (f"; head f16 {_human(b['head_f16'])} / f32 {_human(b['head_f32'])}"
                                                      if b['head_f16'] else "; head tied to the embedding"))
+    for rd in r.get("type_readings", []):
+        print(f"type id       {rd}")
     for w in r["warnings"]:
         print(f"warning       {w}")
     print(f"tensors       {len(r['tensors'])}")
@@ -115,13 +138,43 @@ def cmd_inspect(a):
 
 
 def cmd_build(a):
+    import shutil
+    import tempfile
     from .build import build
-    log = (lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr))
-    r = build(a.model, a.target, a.output, kernel=a.kernel, weights=a.weights, emit_c=a.emit_c,
-              build_dir=a.build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, head=a.head,
-              embed=a.embed, log=log)
+    tmp = None
+
+    def log(line):
+        if a.quiet or (tmp and line.startswith("generated C in")):     # a temporary tree: not worth a line
+            return
+        print(line, file=sys.stderr)
+    if not os.path.isfile(a.model):
+        raise BitnetError(f"{a.model}: no such file; check the path")
+    build_dir = a.build_dir
+    if not a.emit_c:
+        if a.output:
+            folder = os.path.dirname(os.path.abspath(a.output))
+            if os.path.isdir(a.output):
+                raise BitnetError(f"-o {a.output}: is a folder; give the output file's path")
+            if not os.path.isdir(folder):
+                raise BitnetError(f"-o {a.output}: the folder {folder} does not exist; create it first")
+        if a.keep_build and not build_dir:
+            build_dir = None                        # build() keeps OUTPUT.build
+        elif not build_dir:                         # the generated C goes away after the compile
+            tmp = build_dir = tempfile.mkdtemp(prefix="bitnet-aot-build-")
+    try:
+        r = build(a.model, a.target, a.output, kernel=a.kernel, weights=a.weights, emit_c=a.emit_c,
+                  build_dir=build_dir, shared=a.shared, ternarize=a.ternarize, ctx=a.ctx, head=a.head,
+                  embed=a.embed, kv=a.kv, no_tokenizer=a.no_tokenizer, log=log)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
     if r.output:
         print(r.output)
+    if a.oci and r.output:
+        from .oci import write_oci_layout
+        from .targets import load_target
+        d = write_oci_layout(r.output, a.oci, load_target(a.target).zig_target)
+        log(f"wrote the OCI image layout {a.oci} (manifest {d['manifest']}); e.g. skopeo copy oci:{a.oci}:latest docker-daemon:model:latest")
 
 
 def cmd_targets(a):
@@ -132,7 +185,7 @@ def cmd_targets(a):
         return
     rows = [("target", "zig triple", "kernels", "SIMD", "tests run it", "description")]
     for t in ts:
-        run = {"native": "natively", "qemu": t.qemu, "wasmtime": "wasmtime", "none": "build only"}.get(t.run, t.run)
+        run = {"native": "natively", "qemu": t.qemu, "wasmtime": "wasmtime", "wine": "wine64", "none": "build only"}.get(t.run, t.run)
         rows.append((t.name, t.zig_target, ",".join(t.kernels), ",".join(t.simd_features) or "-", run, t.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
@@ -140,7 +193,26 @@ def cmd_targets(a):
 
 
 def cmd_make_test_model(a):
-    from .factory import SHAPES_2B4T, make_test_model
+    a.type_default = a.type is None
+    a.type = a.type or "tq2_0"
+    from .factory import SHAPES_2B4T, make_shape_model, make_test_model
+    if a.shape not in ("tiny", "2b4t"):
+        from . import configs
+        try:
+            configs.get(a.shape)
+        except KeyError as e:
+            raise BitnetError(str(e).strip("\"'")) from None
+        for k in ("n_embd", "n_ff", "n_head", "n_head_kv"):
+            if getattr(a, k) is not None:
+                raise BitnetError(f"--{k.replace('_', '-')} cannot change a published shape "
+                                  "(only --n-layer, --n-vocab and --n-ctx can)")
+        try:
+            make_shape_model(a.output, a.shape, None if a.type_default else a.type, n_layer=a.n_layer,
+                             n_vocab=a.n_vocab, n_ctx=a.n_ctx, seed=a.seed, embd_type=a.embd_type)
+        except ValueError as e:
+            raise BitnetError(str(e)) from None
+        print(a.output)
+        return
     shape = dict(SHAPES_2B4T) if a.shape == "2b4t" else {}
     for k in ("n_embd", "n_layer", "n_ff", "n_head", "n_head_kv", "n_vocab", "n_ctx"):
         v = getattr(a, k)
@@ -188,29 +260,84 @@ def cmd_doctor(a):
     cache = zig_cache_dir()
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs)
     print(f"zig cache     {cache} ({_human(size)}; the first build per target fills it, later builds take seconds)")
+    from .build_cache import cache_root, entries
+    es = entries()
+    print(f"build cache   {cache_root()} ({len(es)} entries, {_human(sum(e['bytes'] for e in es))}; "
+          "`bitnet-aot cache list|clean`)")
     runners = {"qemu-aarch64": "aarch64 binaries", "qemu-arm": "armv7 binaries", "qemu-riscv64": "riscv64 binaries",
-               "qemu-x86_64": "CPU-dispatch tests without AVX2", "wasmtime": "wasm32-wasi binaries", "gcc": "ASan/UBSan tests"}
+               "qemu-x86_64": "CPU-dispatch tests without AVX2", "wasmtime": "wasm32-wasi binaries", "wine": "x86_64-windows binaries",
+               "gcc": "ASan/UBSan tests"}
     for tool, what in runners.items():
         path = shutil.which(tool)
-        print(f"{tool:<13} {'found' if path else 'missing'} ({what}{'' if path else '; apt-get install qemu-user / pip install wasmtime'})")
+        print(f"{tool:<13} {'found' if path else 'missing'} ({what}{'' if path else '; apt-get install qemu-user wine64 / pip install wasmtime'})")
     print("targets:")
     for t in list_targets():
         run = {"native": "runs here natively", "qemu": f"tests run it under {t.qemu}",
-               "wasmtime": "tests run it under wasmtime", "none": "built and format-checked only"}.get(t.run, t.run)
+               "wasmtime": "tests run it under wasmtime", "wine": "tests run it under wine64",
+               "none": "built and format-checked only"}.get(t.run, t.run)
         print(f"  {t.name:<22} {t.zig_target:<22} kernels {','.join(t.kernels):<9} {run}")
     if not ok:
         raise BitnetError("the toolchain is not ready (see above)")
 
 
+# `serve` flags the compiled server takes: (flags, metavar, help). Their values are checked
+# by the server itself (runtime_c/options.c), with the binary's messages.
+SERVE_FLAGS = [
+    (("--host",), "ADDR", "address to bind (default 127.0.0.1; 0.0.0.0 for every interface)"),
+    (("--port",), "N", "TCP port (default 8000)"),
+    (("--parallel",), "N", "decoding slots sharing the weights (default 1)"),
+    (("--queue",), "N", "requests that wait for a slot before the server answers 503 (default 16)"),
+    (("--max-body",), "BYTES", "largest request body (default 1 MiB)"),
+    (("--timeout",), "SECONDS", "read/write timeout per connection (default 30)"),
+    (("--api-key",), "KEY", "require `Authorization: Bearer KEY`"),
+    (("-t", "--threads"), "N", "threads (default: online cores)"),
+    (("-c", "--ctx"), "N", "context of every slot in tokens (default and 0: the model's trained context)"),
+    (("-n", "--n-predict"), "N", "default max_tokens of a request (default 128; -1 = until the context is full)"),
+    (("--temp",), "X", "default temperature (default 0.8)"),
+    (("--top-k",), "N", "default top-k (default 40)"),
+    (("--top-p",), "X", "default top-p (default 0.95)"),
+    (("--min-p",), "X", "default min-p (default 0.05)"),
+    (("--repeat-penalty",), "X", "default repetition penalty (default 1.0)"),
+    (("--repeat-last-n",), "N", "tokens the penalty looks back (default 64)"),
+    (("-s", "--seed"), "N", "default seed of a request (default -1: random)"),
+    (("--chat-format",), "NAME", "bitnet, llama3 or falcon3 (default: from the model's chat template)"),
+]
+
+
 def cmd_serve(a, extra):
-    from .bindings.model import compile_cached
-    exe = compile_cached(a.model, executable=True)
-    os.execv(exe, [exe, "serve"] + extra)
+    from .build_cache import compile_cached
+    exe = compile_cached(a.model, executable=True, head=a.head, embed=a.embed, kv=a.kv, kernel=a.kernel)
+    argv = [exe, "serve"]
+    for flags, _, _ in SERVE_FLAGS:
+        v = getattr(a, "serve_" + flags[-1].lstrip("-").replace("-", "_"))
+        if v is not None:
+            argv += [flags[-1], v]
+    os.execv(exe, argv + extra)
+
+
+def cmd_cache(a):
+    import time
+    from .build_cache import cache_root, clean, entries
+    if a.action == "list":
+        es = entries()
+        if a.json:
+            print(json.dumps({"path": cache_root(), "entries": es}, indent=1))
+            return
+        print(f"{cache_root()}: {len(es)} entries, {_human(sum(e['bytes'] for e in es))}")
+        for e in es:
+            opts = ", ".join(f"{k}={v}" for k, v in e["options"].items()) or "default options"
+            model = os.path.basename(e["gguf"]) if e["gguf"] else "?"
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["last_used"]))
+            print(f"  {e['key']}  {_human(e['bytes']):>10}  used {used}  {'+'.join(e['artefacts']) or 'empty':<17} "
+                  f"{model} ({opts}){'  [stale: older bitnet-aot]' if e['stale'] else ''}")
+    else:
+        n, freed = clean(a.keys or None, stale_only=a.stale)
+        print(f"removed {n} {'entry' if n == 1 else 'entries'}, {_human(freed)} freed from {cache_root()}")
 
 
 def cmd_perplexity(a):
     from .perplexity import perplexity
-    r = perplexity(a.model, a.text, ctx=a.ctx, head=a.head, embed=a.embed, threads=a.threads,
+    r = perplexity(a.model, a.text, ctx=a.ctx, head=a.head, embed=a.embed, kv=a.kv, threads=a.threads,
                    max_windows=a.max_windows)
     if a.json:
         print(json.dumps(r))
@@ -227,102 +354,193 @@ def cmd_convert(a):
     print(a.output)
 
 
-def main(argv=None):
+TOKENIZE_FLAGS = {"-h", "--help", "--special", "--no-bos", "--json", "--pieces"}
+
+
+def _tokenize_argv(argv: list) -> list:
+    """`bitnet-aot tokenize model TEXT`: the text becomes --text=TEXT, so that it may start
+    with '-' (`tokenize model "-hello"`, or after `--`) and stand before or after the flags."""
+    try:
+        i = argv.index("tokenize")
+    except ValueError:
+        return argv
+    if any(x.startswith("-") for x in argv[:i]):
+        return argv
+    out, positional, k = argv[:i + 1], 0, i + 1
+    while k < len(argv):
+        x = argv[k]
+        if x == "--":
+            rest = argv[k + 1:]
+            if positional == 0 and rest:
+                out.append(rest.pop(0))
+                positional = 1
+            if positional == 1 and rest:
+                out.append("--text=" + rest.pop(0))
+            return out + (["--"] + rest if rest else [])
+        if x in ("-f", "--file") and k + 1 < len(argv):
+            out += [x, argv[k + 1]]
+            k += 2
+            continue
+        if x in TOKENIZE_FLAGS or x.startswith(("--file=", "--text=")) or positional != 1:
+            out.append(x)
+            if not x.startswith("-"):
+                positional += 1
+        else:
+            out.append("--text=" + x)
+            positional += 1
+        k += 1
+    return out
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from .factory import ARCHS, PROJ_TYPES
     p = _Parser(prog="bitnet-aot", description="Compile ternary (BitNet b1.58) GGUF models into one static binary.")
     p.add_argument("--version", action="version", version=f"bitnet-aot {__version__}")
-    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser, metavar="COMMAND")
+    GGUF = "the model, a GGUF file"
 
     s = sub.add_parser("inspect", help="show a GGUF model's architecture, shapes, tensors and packed sizes")
-    s.add_argument("model")
+    s.add_argument("model", help=GGUF)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--ternarize", action="store_true", help="accept non-ternary projections (absmean PTQ)")
     s.set_defaults(fn=cmd_inspect)
 
     s = sub.add_parser("build", help="compile a GGUF model into a static executable")
-    s.add_argument("model")
+    s.add_argument("model", help=GGUF)
     s.add_argument("--target", default="host", help="target name (see `bitnet-aot targets`); default: this machine")
-    s.add_argument("-o", "--output", help="output path (default: the model's name)")
+    s.add_argument("-o", "--output", help="output path; its folder must exist (default: the model's name, here)")
     s.add_argument("--kernel", default="auto", help="ternary kernel: auto, i2s, tl1, tl2")
     s.add_argument("--weights", default="embedded", choices=["embedded", "external"],
                    help="embed the weights (default) or write them beside the binary as OUTPUT.weights")
     s.add_argument("--emit-c", metavar="DIR", help="only write the generated C tree to DIR")
-    s.add_argument("--build-dir", metavar="DIR", help="where the generated C goes (default: OUTPUT.build)")
+    s.add_argument("--keep-build", action="store_true",
+                   help="keep the generated C tree and objects in OUTPUT.build (default: deleted after the compile)")
+    s.add_argument("--build-dir", metavar="DIR", help="where the generated C goes (kept); implies --keep-build")
     s.add_argument("--shared", action="store_true", help="build a shared library for the Python binding (host only)")
+    s.add_argument("--oci", metavar="DIR", help="also write an OCI image layout (scratch + the binary, entrypoint serve) to DIR")
     s.add_argument("--ctx", type=int, default=0, help="largest context the binary accepts (default: the model's)")
     s.add_argument("--head", default="auto", choices=MATRIX_CHOICES,
                    help="precision of the output head (and of the embedding when tied); auto keeps the file's")
     s.add_argument("--embed", default="auto", choices=MATRIX_CHOICES,
                    help="precision of an untied model's embedding table; auto keeps the file's")
+    s.add_argument("--kv", default="f16", choices=list(KV_TYPES),
+                   help="KV cache precision: f16 (default), f32, or q8 (int8, one scale per head and position)")
     s.add_argument("--ternarize", action="store_true", help="quantize non-ternary projections post-training (quality drops)")
-    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("--no-tokenizer", action="store_true",
+                   help="leave the tokenizer out (the binary takes and prints token ids); needed when the C "
+                        "tokenizer cannot run the model's")
+    s.add_argument("-q", "--quiet", action="store_true", help="print only the output path (no log, no progress)")
     s.set_defaults(fn=cmd_build)
 
     s = sub.add_parser("convert", help="convert a Hugging Face BitNet checkpoint directory to GGUF")
-    s.add_argument("hf_dir")
+    s.add_argument("hf_dir", help="the checkpoint folder (config.json, *.safetensors, tokenizer files)")
     s.add_argument("-o", "--output", required=True, help="output .gguf path")
-    s.add_argument("--type", default="tq2_0", help="projection type: tq2_0 (default), tq1_0, i2_s, f16")
-    s.add_argument("--embd-type", default="f16", choices=["f16", "f32"], help="embedding precision")
+    s.add_argument("--type", default="tq2_0", choices=["tq2_0", "tq1_0", "i2_s", "f16"],
+                   help="projection type (default tq2_0)")
+    s.add_argument("--embd-type", default="f16", choices=["f16", "f32"], help="embedding precision (default f16)")
     s.set_defaults(fn=cmd_convert)
 
     s = sub.add_parser("verify", help="check a compiled binary's weights (and that it was built from a GGUF)")
-    s.add_argument("binary")
+    s.add_argument("binary", help="a binary built by `bitnet-aot build` (any target)")
     s.add_argument("model", nargs="?", help="the GGUF it should have been built from")
     s.set_defaults(fn=cmd_verify)
 
-    s = sub.add_parser("serve", help="build (or reuse a cached build of) a model for this machine and serve it over HTTP; "
-                                     "other flags (--port, --parallel, ...) go to the server")
-    s.add_argument("model")
+    s = sub.add_parser("serve", help="build (or reuse the cached build of) a model for this machine and serve it over HTTP",
+                       description="Build the model for this machine (once; kept in the build cache) and run its HTTP "
+                                   "server: POST /generate, /v1/completions, /v1/chat/completions, GET /v1/models, "
+                                   "/health. Flags not listed here go to the server unchanged.")
+    s.add_argument("model", help=GGUF)
+    for flags, metavar, text in SERVE_FLAGS:
+        s.add_argument(*flags, dest="serve_" + flags[-1].lstrip("-").replace("-", "_"), metavar=metavar, help=text)
+    s.add_argument("--head", default="auto", choices=MATRIX_CHOICES, help="build option: output head precision (see build)")
+    s.add_argument("--embed", default="auto", choices=MATRIX_CHOICES, help="build option: untied embedding precision")
+    s.add_argument("--kv", default="f16", choices=list(KV_TYPES), help="build option: KV cache precision (see build)")
+    s.add_argument("--kernel", default="auto", help="build option: ternary kernel (auto, i2s, tl2)")
     s.set_defaults(fn=cmd_serve, passthrough=True)
 
     s = sub.add_parser("perplexity", help="perplexity of a text file under the compiled model (built for this machine)")
-    s.add_argument("model")
-    s.add_argument("text")
+    s.add_argument("model", help=GGUF)
+    s.add_argument("text", help="a UTF-8 text file")
     s.add_argument("--ctx", type=int, default=256, help="window length in tokens (default 256)")
     s.add_argument("--head", default="auto", choices=MATRIX_CHOICES, help="output head precision (see build)")
     s.add_argument("--embed", default="auto", choices=MATRIX_CHOICES, help="untied embedding precision (see build)")
-    s.add_argument("-t", "--threads", type=int, default=2)
-    s.add_argument("--max-windows", type=int, default=None)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--kv", default="f16", choices=list(KV_TYPES), help="KV cache precision (see build)")
+    s.add_argument("-t", "--threads", type=int, default=2, help="threads (default 2)")
+    s.add_argument("--max-windows", type=int, default=None, help="score only the first N windows (default: all)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(fn=cmd_perplexity)
 
-    s = sub.add_parser("doctor", help="check the toolchain, the zig cache and the test runners")
+    s = sub.add_parser("doctor", help="check the toolchain, the zig cache, the build cache and the test runners")
     s.set_defaults(fn=cmd_doctor)
 
+    s = sub.add_parser("cache", help="list or clean the build cache (models compiled by tokenize, perplexity, "
+                                     "serve and the Python binding)")
+    csub = s.add_subparsers(dest="action", parser_class=_Parser, metavar="ACTION", required=True)
+    c = csub.add_parser("list", help="the entries: key, size, last use, artefacts, model and options")
+    c.add_argument("--json", action="store_true", help="print the entries as JSON")
+    c.set_defaults(fn=cmd_cache)
+    c = csub.add_parser("clean", help="remove entries (all of them unless keys or --stale are given)")
+    c.add_argument("keys", nargs="*", metavar="KEY", help="entries to remove (a key, or the start of one)")
+    c.add_argument("--stale", action="store_true", help="only entries built by another bitnet-aot version")
+    c.set_defaults(fn=cmd_cache)
+
     s = sub.add_parser("targets", help="list the targets")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(fn=cmd_targets)
 
     s = sub.add_parser("make-test-model", help="write a random-weight test GGUF")
-    s.add_argument("output")
-    s.add_argument("--arch", default="bitnet-b1.58")
-    s.add_argument("--type", default="tq2_0", help="projection type: tq2_0 tq1_0 i2_s f16 f32 bf16")
-    s.add_argument("--tokenizer", default="spm", choices=["spm", "bpe"])
-    s.add_argument("--embd-type", default="f16", choices=["f16", "f32", "bf16"])
-    s.add_argument("--shape", choices=["tiny", "2b4t"], default="tiny", help="2b4t: BitNet-b1.58-2B-4T shapes")
-    for k in ("n_embd", "n_layer", "n_ff", "n_head", "n_head_kv", "n_vocab", "n_ctx"):
-        s.add_argument("--" + k.replace("_", "-"), dest=k, type=int)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("output", help="the .gguf file to write")
+    s.add_argument("--arch", default="bitnet-b1.58", choices=ARCHS, help="architecture (default bitnet-b1.58)")
+    s.add_argument("--type", default=None, choices=PROJ_TYPES,
+                   help="projection tensor type (default tq2_0; for a published shape whose rows are not "
+                        "multiples of 256, i2_s)")
+    s.add_argument("--tokenizer", default="spm", choices=["spm", "bpe"],
+                   help="SentencePiece (spm, default) or byte-level BPE vocabulary")
+    s.add_argument("--embd-type", default="f16", choices=["f16", "f32", "bf16"], help="embedding type (default f16)")
+    s.add_argument("--shape", default="tiny",
+                   help="tiny (default), 2b4t, or a published model's exact shape (compiler/configs.py): "
+                        "bitnet-b1.58-2b-4t, bitnet_b1_58-large, bitnet_b1_58-3b, llama3-8b-1.58-100b-tokens, "
+                        "falcon3-{1b,3b,7b,10b}-instruct-1.58bit, ternary-bonsai-{1.7b,4b,8b}")
+    for k, what in (("n_embd", "embedding width"), ("n_layer", "layers"), ("n_ff", "feed-forward width"),
+                    ("n_head", "attention heads"), ("n_head_kv", "key/value heads"), ("n_vocab", "vocabulary size"),
+                    ("n_ctx", "trained context")):
+        s.add_argument("--" + k.replace("_", "-"), dest=k, type=int, metavar="N", help=f"{what} (overrides --shape)")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     s.set_defaults(fn=cmd_make_test_model)
 
-    s = sub.add_parser("tokenize", help="print the ids the model's compiled C tokenizer gives for a text")
-    s.add_argument("model")
-    s.add_argument("text")
+    s = sub.add_parser("tokenize", help="print the ids (and pieces) the model's compiled C tokenizer gives for a text")
+    s.add_argument("model", help=GGUF)
+    s.add_argument("text", nargs="?", help="the text (may start with '-'); without it, -f FILE or stdin")
+    s.add_argument("--text", dest="text_opt", help=argparse.SUPPRESS)
+    s.add_argument("-f", "--file", metavar="FILE", help="read the text from FILE (- for stdin)")
+    s.add_argument("--pieces", action="store_true", help="print each id with the text it stands for")
     s.add_argument("--special", action="store_true", help="match special tokens such as <|eot_id|> in the text")
     s.add_argument("--no-bos", action="store_true", help="do not add the BOS token")
     s.add_argument("--json", action="store_true", help="print a JSON list")
     s.set_defaults(fn=cmd_tokenize)
+    return p
 
+
+def main(argv=None):
+    p = make_parser()
+    argv = _tokenize_argv(list(sys.argv[1:] if argv is None else argv))
     a, extra = p.parse_known_args(argv)
     if extra and not getattr(a, "passthrough", False):
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(a, "fn", None):
         p.print_help()
         return 2
+    if getattr(a, "text_opt", None) is not None:
+        if a.text is not None:
+            p.error("tokenize takes one text")
+        a.text = a.text_opt
+    from . import progress
     try:
-        if getattr(a, "passthrough", False):
-            a.fn(a, extra)
-        else:
-            a.fn(a)
+        with progress.shown(not getattr(a, "quiet", False)):
+            if getattr(a, "passthrough", False):
+                a.fn(a, extra)
+            else:
+                a.fn(a)
     except BitnetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

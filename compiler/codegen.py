@@ -45,6 +45,9 @@ def batch_size(m: Model, target: Target) -> int:
     return max(8, min(64, n // 8 * 8))
 
 
+KV_TYPES = {"f32": 0, "f16": 1, "q8": 2}   # --kv -> ATTN_KV_* (runtime_c/kernels/attn.h)
+
+
 @dataclass
 class BuildOptions:
     kernel: str = "i2s"
@@ -52,6 +55,7 @@ class BuildOptions:
     embed: str = "auto"                 # the same for an untied model's embedding table
     weights: str = "embedded"           # embedded | external
     n_ctx_max: int = 0                  # 0: the model's trained context
+    kv: str = "f16"                     # KV cache precision: f32 | f16 | q8 (kernels/attn.h)
     shared: bool = False                # build a shared library for the Python binding
     sanitize: bool = False              # -fsanitize=address,undefined (host builds, for tests)
     opt: str = "-O2"
@@ -108,11 +112,14 @@ def write_weights(m: Model, path: str, opts: BuildOptions, tokenizer_blob: bytes
     idx["embd_kind"], idx["head_kind"] = embd_kind, head_kind
     idx["output_norm"] = w.add(np.asarray(m.output_norm, "<f4"))
     layers = []
-    for L in m.layers:
+    from .progress import iterate
+    for L in iterate(m.layers, "packing weights", unit="layer"):
         e = {"attn_norm": w.add(np.asarray(L.attn_norm, "<f4")),
              "ffn_norm": w.add(np.asarray(L.ffn_norm, "<f4")),
              "attn_sub_norm": w.add(np.asarray(L.attn_sub_norm, "<f4")) if L.attn_sub_norm is not None else 0,
-             "ffn_sub_norm": w.add(np.asarray(L.ffn_sub_norm, "<f4")) if L.ffn_sub_norm is not None else 0}
+             "ffn_sub_norm": w.add(np.asarray(L.ffn_sub_norm, "<f4")) if L.ffn_sub_norm is not None else 0,
+             "attn_q_norm": w.add(np.asarray(L.attn_q_norm, "<f4")) if L.attn_q_norm is not None else 0,
+             "attn_k_norm": w.add(np.asarray(L.attn_k_norm, "<f4")) if L.attn_k_norm is not None else 0}
         for key, tw in (("wq", L.wq), ("wk", L.wk), ("wv", L.wv), ("wo", L.wo),
                         ("w_gate", L.w_gate), ("w_up", L.w_up), ("w_down", L.w_down)):
             e[key] = (w.add(PACKERS[opts.kernel](tw.codes)), tw.scale)
@@ -138,7 +145,10 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         ("BN_N_FF", hp.n_ff, "F: feed-forward width"),
         ("BN_N_HEAD", hp.n_head, "H: query heads"),
         ("BN_N_HEAD_KV", hp.n_head_kv, "HKV: key/value heads (GQA)"),
-        ("BN_HEAD_DIM", hp.head_dim, "D = E / H"),
+        ("BN_HEAD_DIM", hp.head_dim, "D (E / H unless the model says otherwise)"),
+        ("BN_Q_DIM", hp.q_dim, "H * D: width of q and of the attention output"),
+        ("BN_KP_Q", padded_k(hp.q_dim), "H * D padded to the kernel block (attn_output's input)"),
+        ("BN_QK_NORM", int(hp.qk_norm), "per-head RMSNorm of q and k before RoPE (Qwen3)"),
         ("BN_KV_DIM", hp.kv_dim, "KV = HKV * D"),
         ("BN_KP_EMBD", padded_k(hp.n_embd), "E padded to the kernel block"),
         ("BN_KP_FF", padded_k(hp.n_ff), "F padded to the kernel block"),
@@ -150,6 +160,7 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         ("BN_SUB_NORMS", int(hp.sub_norms), "attn_sub_norm/ffn_sub_norm present"),
         ("BN_N_CTX_TRAIN", hp.n_ctx_train, "trained context length"),
         ("BN_N_CTX_MAX", n_ctx_max, "largest --ctx accepted"),
+        ("BN_KV_TYPE", KV_TYPES[opts.kv], f"KV cache elements: {opts.kv} (ATTN_KV_* in kernels/attn.h)"),
         ("BN_BATCH", batch_size(m, target), "tokens per forward chunk: activations of the widest matmul in half of L2"),
         ("BN_KERNEL_LAYOUT", f'"{opts.kernel}"', "packed ternary layout (kernels/kernels.h)"),
         ("BN_EMBD_TYPE", idx["embd"][0], f"token embedding storage: {idx['embd_kind']} (BN_MAT_* in weights.h)"),
@@ -187,6 +198,7 @@ def weights_index_c(idx: dict, sha: str, info_json: str) -> str:
         out.append(f"        {{ /* layer {i} */")
         out.append(f"            .attn_norm = {L['attn_norm']}ULL, .attn_sub_norm = {L['attn_sub_norm']}ULL,")
         out.append(f"            .ffn_norm = {L['ffn_norm']}ULL, .ffn_sub_norm = {L['ffn_sub_norm']}ULL,")
+        out.append(f"            .attn_q_norm = {L['attn_q_norm']}ULL, .attn_k_norm = {L['attn_k_norm']}ULL,")
         out.append(f"            .wq = {tern(L['wq'])}, .wk = {tern(L['wk'])}, .wv = {tern(L['wv'])}, .wo = {tern(L['wo'])},")
         out.append(f"            .w_gate = {tern(L['w_gate'])}, .w_up = {tern(L['w_up'])}, .w_down = {tern(L['w_down'])},")
         out.append("        },")
@@ -239,4 +251,22 @@ def copy_runtime(dst: str) -> list:
                     shutil.copyfile(real, os.path.join(dst, "src", sub, f.name))
                 if f.name.endswith(".c"):
                     c_files.append(os.path.join("src", sub, f.name) if sub else os.path.join("src", f.name))
+            elif f.name.endswith(".html"):
+                # a page served by the binary (chat_page.html -> chat_page.h: one C string)
+                write_c_string_header(f.read_bytes(), f.name, os.path.join(dst, "src", sub, f.name[:-5] + ".h"))
     return c_files
+
+
+def write_c_string_header(data: bytes, name: str, path: str) -> None:
+    """data as `static const char NAME_HTML[]` in a header (octal escapes where needed)."""
+    ident = name.replace(".", "_").upper()
+    out = [f"/* generated from runtime_c/{name} by bitnet_aot.codegen: do not edit */",
+           f"static const char {ident}[] ="]
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        line += b"\n" if i < len(lines) - 1 else b""
+        esc = "".join(chr(c) if 32 <= c < 127 and chr(c) not in '\\"?' else f"\\{c:03o}" for c in line)
+        out.append(f'    "{esc}"')
+    out[-1] += ";"
+    with open(path, "w") as fh:
+        fh.write("\n".join(out) + "\n")

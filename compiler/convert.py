@@ -1,4 +1,5 @@
-"""Hugging Face BitNet checkpoint -> GGUF (`bitnet-b1.58` architecture).
+"""Hugging Face BitNet checkpoint -> GGUF (`bitnet-b1.58` architecture; `llama` for
+LlamaForCausalLM checkpoints quantized with quant_method bitnet, see MODEL_TYPES).
 
     convert_hf(hf_dir, out_path, out_type)      out_type: tq2_0 | tq1_0 | i2_s | f16
 
@@ -53,7 +54,12 @@ PROJS = (("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_
          ("mlp.down_proj", "ffn_down"))
 ACTIVATIONS = {"relu2": "relu2", "relu_squared": "relu2", "squared_relu": "relu2",
                "silu": "silu", "swish": "silu"}
-MODEL_TYPES = ("bitnet",)
+MODEL_TYPES = ("bitnet", "llama")
+# model_type llama (Falcon3-*-1.58bit, Llama3-8B-1.58-100B-tokens): LlamaForCausalLM with
+# quantization_config.quant_method "bitnet" (packed uint8 + weight_scale, transformers'
+# BitLinear: W = codes / weight_scale), SiLU FFN, no sub-norms, untied lm_head. Written as
+# GGUF architecture "llama" with q/k rows permuted the way llama.cpp's converter does
+# (RoPE on adjacent pairs), so the file is what llama.cpp itself would write.
 
 
 def _fail(msg: str):
@@ -230,6 +236,15 @@ def unpack_2bit(packed: np.ndarray) -> np.ndarray:
     return (np.concatenate(parts, axis=0).astype(np.int8) - 1)
 
 
+def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Rows of a q or k projection from HF's rotate-half order to llama.cpp's adjacent-pair
+    order: within each head, row i of the first half and row i of the second half become
+    rows 2i and 2i+1 (llama.cpp's convert_hf_to_gguf permute)."""
+    out_dim = w.shape[0]
+    d = out_dim // n_head
+    return w.reshape(n_head, 2, d // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
 class _Converter:
     def __init__(self, hf_dir: str, out_type: str, embd_type: str):
         self.dir = hf_dir
@@ -251,7 +266,12 @@ class _Converter:
         mt = c.get("model_type")
         if mt not in MODEL_TYPES:
             _fail(f"{path}: unsupported model_type {mt!r}; bitnet-aot converts BitNet b1.58 checkpoints "
-                  f"(model_type 'bitnet', BitNetForCausalLM)")
+                  f"(model_type 'bitnet', BitNetForCausalLM; or 'llama' with quantization_config bitnet)")
+        qc0 = c.get("quantization_config")
+        if mt == "llama" and not ((isinstance(qc0, dict) and qc0.get("quant_method") == "bitnet")
+                                  or c.get("is_bitnet_config") is True):
+            _fail(f"{path}: a model_type 'llama' checkpoint without quantization_config.quant_method 'bitnet' "
+                  "is not a ternary model")
 
         def intkey(k, default=None, lo=1, hi=1 << 24):
             v = c.get(k, default)
@@ -278,17 +298,19 @@ class _Converter:
             _fail(f"{path}: hidden_size {hp['E']}, num_attention_heads {hp['H']} and num_key_value_heads "
                   f"{hp['Hkv']} do not divide evenly")
         hp["D"] = hp["E"] // hp["H"]
+        hp["arch"] = "llama" if mt == "llama" else "bitnet-b1.58"
         if c.get("head_dim") not in (None, hp["D"]):
             _fail(f"{path}: head_dim {c['head_dim']} differs from hidden_size/num_attention_heads = {hp['D']}")
         if hp["D"] % 2:
             _fail(f"{path}: head dimension {hp['D']} is odd")
         hp["eps"] = floatkey("rms_norm_eps", 1e-5)
-        hp["rope_theta"] = floatkey("rope_theta", 500000.0)       # transformers' BitNetConfig default
+        # transformers' defaults: BitNetConfig 500000, LlamaConfig 10000
+        hp["rope_theta"] = floatkey("rope_theta", 500000.0 if mt == "bitnet" else 10000.0)
         rs = c.get("rope_scaling")
         if rs not in (None, {}) and not (isinstance(rs, dict) and rs.get("factor", 1.0) == 1.0
                                          and rs.get("rope_type", rs.get("type")) in ("linear", "default")):
             _fail(f"{path}: rope_scaling {rs!r} is not supported")
-        act = c.get("hidden_act", "relu2")
+        act = c.get("hidden_act", "relu2" if mt == "bitnet" else "silu")
         if not isinstance(act, str) or act.lower() not in ACTIVATIONS:
             _fail(f"{path}: hidden_act {act!r} is not supported (relu2 or silu)")
         hp["act"] = ACTIVATIONS[act.lower()]
@@ -404,14 +426,18 @@ class _Converter:
         shapes = {"attn_q": (E, E), "attn_k": (Ekv, E), "attn_v": (Ekv, E), "attn_output": (E, E),
                   "ffn_gate": (F_, E), "ffn_up": (F_, E), "ffn_down": (E, F_)}
         self.codes = {}
-        for i in range(hp["n_layer"]):
+        from .progress import iterate
+        for i in iterate(range(hp["n_layer"]), "converting", unit="layer"):
             p, b = f"model.layers.{i}.", f"blk.{i}."
             out.append(self.float_tensor(b + "attn_norm.weight", ck.floats(p + "input_layernorm.weight", (E,)), "f32"))
             out.append(self.float_tensor(b + "ffn_norm.weight", ck.floats(p + "post_attention_layernorm.weight", (E,)), "f32"))
-            out.append(self.float_tensor(b + "attn_sub_norm.weight", ck.floats(p + "self_attn.attn_sub_norm.weight", (E,)), "f32"))
-            out.append(self.float_tensor(b + "ffn_sub_norm.weight", ck.floats(p + "mlp.ffn_sub_norm.weight", (F_,)), "f32"))
+            if hp["arch"] != "llama":
+                out.append(self.float_tensor(b + "attn_sub_norm.weight", ck.floats(p + "self_attn.attn_sub_norm.weight", (E,)), "f32"))
+                out.append(self.float_tensor(b + "ffn_sub_norm.weight", ck.floats(p + "mlp.ffn_sub_norm.weight", (F_,)), "f32"))
             for hf, gg in PROJS:
                 codes, ws = self.projection(ck, p + hf, *shapes[gg])
+                if hp["arch"] == "llama" and gg in ("attn_q", "attn_k"):
+                    codes = llama_permute(codes, hp["H"] if gg == "attn_q" else hp["Hkv"])
                 self.codes[b + gg] = (codes, ws)
                 out.append(self.ternary_tensor(b + gg + ".weight", codes, ws))
         extra = [k for k in ck.where if k.startswith("model.layers.")
@@ -423,13 +449,15 @@ class _Converter:
     # -- metadata ------------------------------------------------------------------------
     def metadata(self, tok: dict) -> dict:
         hp = self.hp
-        a = "bitnet-b1.58."
-        kv = {"general.architecture": "bitnet-b1.58", "general.name": str(hp["name"]),
+        a = hp["arch"] + "."
+        kv = {"general.architecture": hp["arch"], "general.name": str(hp["name"]),
               a + "vocab_size": hp["V"], a + "context_length": hp["ctx"], a + "embedding_length": hp["E"],
               a + "block_count": hp["n_layer"], a + "feed_forward_length": hp["F"],
               a + "attention.head_count": hp["H"], a + "attention.head_count_kv": hp["Hkv"],
               a + "rope.freq_base": hp["rope_theta"], a + "rope.dimension_count": hp["D"],
-              a + "attention.layer_norm_rms_epsilon": hp["eps"], a + "hidden_activation": hp["act"]}
+              a + "attention.layer_norm_rms_epsilon": hp["eps"]}
+        if hp["arch"] != "llama" or hp["act"] != "silu":
+            kv[a + "hidden_activation"] = hp["act"]
         kv.update(tok)
         return kv
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import quants
-from .gguf_file import I2_S, T_F32, T_U32, TensorToWrite, write_gguf
+from .gguf_file import I2_S, Q1_0, Q2_0, Q2_0_G128, T_F32, T_U32, TensorToWrite, write_gguf
 from .tokenizer_pack import bytes_to_unicode  # GPT-2 byte <-> char map, one definition
 
 from gguf import GGMLQuantizationType as Q
 
-ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet", "llama")
-PROJ_TYPES = ("tq2_0", "tq1_0", "i2_s", "f16", "f32", "bf16")
+ARCHS = ("bitnet-b1.58", "bitnet-25", "bitnet", "llama", "qwen3")
+PROJ_TYPES = ("tq2_0", "tq1_0", "i2_s", "q2_0", "q2_0_g128", "q1_0", "f16", "f32", "bf16")
+# Q1_0 stores signs only (+d / -d): its test models have no zero weights.
+BINARY_TYPES = ("q1_0",)
 FLOAT_TYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16}
 
 # A short built-in text: the BPE vocabulary of test models is learned from it.
@@ -43,6 +45,45 @@ def float_tensor_bytes(a: np.ndarray, t: str) -> np.ndarray:
     if t == "bf16":
         return _bf16_bytes(a)
     raise ValueError(t)
+
+
+def _place_specials(kv: dict, n_vocab: int, specials: dict, ids: dict) -> dict:
+    """Put special tokens at their published ids (those below n_vocab); the other tokens keep
+    their order in the remaining slots. ids: {"bos"/"eos"/"eot": published id}."""
+    want = {int(i): t for i, t in specials.items() if int(i) < n_vocab}
+    toks = kv["tokenizer.ggml.tokens"]
+    types = [int(t) for t in kv["tokenizer.ggml.token_type"]]
+    scores = kv.get("tokenizer.ggml.scores")
+    scores = None if scores is None else [float(s) for s in scores]
+    old = {k: toks[kv[f"tokenizer.ggml.{k}_token_id"]] for k in ("bos", "eos", "eot", "unknown")
+           if f"tokenizer.ggml.{k}_token_id" in kv}
+    if not want:
+        return kv
+    placed = set(want.values())
+    rest = [(t, ty, None if scores is None else scores[i]) for i, (t, ty) in enumerate(zip(toks, types))
+            if t not in placed and ty != 5 and not t.startswith("<|reserved_")]
+    filler_type = 5 if scores is not None else 3
+    out, it = [], iter(rest)
+    for i in range(n_vocab):
+        if i in want:
+            t = want[i]
+            out.append((t, 2 if t == "<unk>" else 3, 0.0))
+        else:
+            out.append(next(it, (f"<|reserved_{i}|>", filler_type, -1e4)))
+    kv = dict(kv)
+    kv["tokenizer.ggml.tokens"] = [t for t, _, _ in out]
+    kv["tokenizer.ggml.token_type"] = np.array([ty for _, ty, _ in out], dtype=np.int32)
+    if scores is not None:
+        kv["tokenizer.ggml.scores"] = np.array([s for _, _, s in out], dtype=np.float32)
+    index = {t: i for i, (t, _, _) in enumerate(out)}
+    for k, text in old.items():
+        kv[f"tokenizer.ggml.{k}_token_id"] = index[text] if text in index else None
+    for k, i in ids.items():
+        if i is not None and 0 <= i < n_vocab and i in want:
+            kv[f"tokenizer.ggml.{k}_token_id"] = i
+        elif i is not None and i < 0:
+            kv[f"tokenizer.ggml.{k}_token_id"] = None
+    return {k: v for k, v in kv.items() if v is not None}
 
 
 def _bpe_vocab(n_vocab: int):
@@ -134,6 +175,13 @@ def ternary_tensor(name: str, codes: np.ndarray, scale: float, ptype: str) -> Te
         return TensorToWrite(name, Q.TQ1_0, ne, quants.encode_tq1_0(flat, np.full(flat.size // 256, scale, np.float32)))
     if ptype == "i2_s":
         return TensorToWrite(name, I2_S, ne, quants.encode_i2_s(flat, scale))
+    if ptype == "q1_0":
+        return TensorToWrite(name, Q1_0, ne, quants.encode_q1_0(np.where(flat == 0, 1, flat),
+                                                                np.full(flat.size // 128, scale, np.float32)))
+    if ptype in ("q2_0", "q2_0_g128"):
+        qk = 64 if ptype == "q2_0" else 128
+        return TensorToWrite(name, Q2_0 if qk == 64 else Q2_0_G128, ne,
+                             quants.encode_q2_0(flat, np.full(flat.size // qk, scale, np.float32), qk))
     return TensorToWrite(name, FLOAT_TYPES[ptype], ne, float_tensor_bytes(codes.astype(np.float32) * np.float32(scale), ptype))
 
 
@@ -142,38 +190,54 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
                     n_head_kv: int = 2, n_vocab: int = 512, n_ctx: int = 256,
                     tokenizer: str = "spm", embd_type: str = "f16", tied: bool = None,
                     rope_base: float = 10000.0, hidden_activation: str = None,
-                    proj_scales: bool = False, seed: int = 0, zero_fraction: float = 0.35) -> str:
+                    proj_scales: bool = False, seed: int = 0, zero_fraction: float = 0.35,
+                    head_dim: int = None, norm_eps: float = 1e-5, pre: str = None,
+                    specials: dict = None, special_ids: dict = None, name: str = None) -> str:
     """Write a random-weight GGUF model and return its path.
 
     arch: one of ARCHS. proj_type: one of PROJ_TYPES (TQ types need n_embd and n_ff to be
     multiples of 256; I2_S multiples of 128). tokenizer: "spm" or "bpe".
     tied: tied head (default: True for bitnet archs, False for llama).
     proj_scales: write llama.cpp 'bitnet'-style blk.N.<proj>.scale tensors.
+    head_dim: D when it is not n_embd / n_head (written as <arch>.attention.key_length).
+    pre: the BPE pre-tokenizer name written as tokenizer.ggml.pre (default llama-bpe).
+    specials / special_ids: {id: text} placed at those ids, {"bos"/"eos"/"eot": id}.
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}")
     if proj_type not in PROJ_TYPES:
         raise ValueError(f"proj_type must be one of {PROJ_TYPES}")
     rng = np.random.default_rng(seed)
+    if proj_type in BINARY_TYPES:
+        zero_fraction = 0.0
     if tied is None:
-        tied = arch != "llama"
-    head_dim = n_embd // n_head
+        tied = arch not in ("llama", "qwen3")
+    explicit_head_dim = head_dim is not None
+    head_dim = head_dim or n_embd // n_head
     kv_dim = head_dim * n_head_kv
+    q_dim = head_dim * n_head
     p = arch + "."
-    kv = {"general.architecture": arch, "general.name": f"bitnet-aot test model ({arch}, {proj_type})",
+    kv = {"general.architecture": arch, "general.name": name or f"bitnet-aot test model ({arch}, {proj_type})",
           p + "context_length": n_ctx, p + "embedding_length": n_embd, p + "block_count": n_layer,
           p + "feed_forward_length": n_ff, p + "attention.head_count": n_head,
           p + "attention.head_count_kv": n_head_kv, p + "rope.freq_base": float(rope_base),
-          p + "rope.dimension_count": head_dim, p + "attention.layer_norm_rms_epsilon": 1e-5,
+          p + "rope.dimension_count": head_dim, p + "attention.layer_norm_rms_epsilon": float(norm_eps),
           p + "vocab_size": n_vocab}
+    if explicit_head_dim or arch == "qwen3":
+        kv[p + "attention.key_length"] = head_dim
+        kv[p + "attention.value_length"] = head_dim
     if hidden_activation:
         kv[p + "hidden_activation"] = hidden_activation
     if tokenizer == "spm":
         kv.update(_spm_vocab(n_vocab))
     elif tokenizer == "bpe":
         kv.update(_bpe_vocab(n_vocab))
+        if pre:
+            kv["tokenizer.ggml.pre"] = pre
     elif tokenizer is not None:
         raise ValueError("tokenizer must be 'spm', 'bpe' or None")
+    if tokenizer is not None and specials:
+        kv = _place_specials(kv, n_vocab, specials, special_ids or {})
 
     def norm(n):
         return lambda: float_tensor_bytes((1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32), "f32")
@@ -200,16 +264,19 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
         b = f"blk.{i}."
         tensors += [
             TensorToWrite(b + "attn_norm.weight", Q.F32, (n_embd,), norm(n_embd)),
-            tern(b + "attn_q.weight", n_embd, n_embd),
+            tern(b + "attn_q.weight", q_dim, n_embd),
             tern(b + "attn_k.weight", kv_dim, n_embd),
             tern(b + "attn_v.weight", kv_dim, n_embd),
-            tern(b + "attn_output.weight", n_embd, n_embd),
+            tern(b + "attn_output.weight", n_embd, q_dim),
             TensorToWrite(b + "ffn_norm.weight", Q.F32, (n_embd,), norm(n_embd)),
             tern(b + "ffn_gate.weight", n_ff, n_embd),
             tern(b + "ffn_up.weight", n_ff, n_embd),
             tern(b + "ffn_down.weight", n_embd, n_ff),
         ]
-        if arch != "llama":
+        if arch == "qwen3":
+            tensors += [TensorToWrite(b + "attn_q_norm.weight", Q.F32, (head_dim,), norm(head_dim)),
+                        TensorToWrite(b + "attn_k_norm.weight", Q.F32, (head_dim,), norm(head_dim))]
+        elif arch != "llama":
             tensors += [TensorToWrite(b + "attn_sub_norm.weight", Q.F32, (n_embd,), norm(n_embd)),
                         TensorToWrite(b + "ffn_sub_norm.weight", Q.F32, (n_ff,), norm(n_ff))]
         if proj_scales:
@@ -224,4 +291,37 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
 SHAPES_2B4T = dict(n_embd=2560, n_layer=30, n_ff=6912, n_head=20, n_head_kv=5, n_vocab=128256, n_ctx=4096,
                    rope_base=500000.0)
 
-__all__ = ["make_test_model", "ARCHS", "PROJ_TYPES", "SHAPES_2B4T", "T_F32", "T_U32"]
+
+_TOKENIZERS = {"llama3": ("bpe", "llama-bpe"), "falcon3": ("bpe", "falcon3"), "qwen2": ("bpe", "qwen2"),
+               "llama-spm": ("spm", None)}
+
+
+def shape_proj_type(row: dict) -> str:
+    """The densest ternary GGUF type the shape's rows allow (TQ2_0 needs rows of 256)."""
+    if row["n_embd"] % 256 == 0 and row["n_ff"] % 256 == 0 and (row["n_head"] * row["head_dim"]) % 256 == 0:
+        return "tq2_0"
+    return "i2_s"
+
+
+def make_shape_model(path: str, name: str, proj_type: str = None, *, n_layer: int = None,
+                     n_vocab: int = None, n_ctx: int = None, seed: int = 0, embd_type: str = "f16") -> str:
+    """A random-weight GGUF with the exact shape of the published model `name`
+    (compiler/configs.py): widths, heads, head dim, vocabulary, RoPE, tied or untied head,
+    special token ids. n_layer / n_vocab / n_ctx override the published values (tests use
+    fewer layers and a small vocabulary at the exact widths)."""
+    from . import configs
+    row = configs.get(name)
+    tok, pre = _TOKENIZERS[row["tokenizer"]]
+    ids = {"bos": row["bos"], "eos": row["eos"], "eot": row["eot"]}
+    return make_test_model(
+        path, row["arch"], proj_type or shape_proj_type(row),
+        n_embd=row["n_embd"], n_layer=n_layer or row["n_layer"], n_ff=row["n_ff"], n_head=row["n_head"],
+        n_head_kv=row["n_head_kv"], n_vocab=n_vocab or row["n_vocab"], n_ctx=n_ctx or row["n_ctx"],
+        tokenizer=tok, pre=pre, embd_type=embd_type, tied=row["tied"], rope_base=row["rope_base"],
+        hidden_activation=row["activation"] if row["arch"].startswith("bitnet") else None,
+        head_dim=row["head_dim"] if row["head_dim"] * row["n_head"] != row["n_embd"] else None,
+        norm_eps=row["norm_eps"], specials=row["specials"], special_ids=ids, seed=seed,
+        name=f"bitnet-aot test model, shape of {row['hf_repo']}")
+
+
+__all__ = ["make_test_model", "make_shape_model", "ARCHS", "PROJ_TYPES", "SHAPES_2B4T", "T_F32", "T_U32"]

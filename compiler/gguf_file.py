@@ -35,6 +35,31 @@ _NP_SCALAR = {T_U8: "<u1", T_I8: "<i1", T_U16: "<u2", T_I16: "<i2", T_U32: "<u4"
 # Tensor types outside the gguf package's enum (bitnet.cpp fork ids).
 I2_S, TL1, TL2 = 36, 38, 39
 FORK_TYPE_NAMES = {I2_S: "I2_S", TL1: "TL1", TL2: "TL2"}
+# Current ggml ids the gguf package may not know yet.
+MXFP4, Q1_0, Q2_0 = 39, 41, 42
+# Q2_0 as PrismML's llama.cpp fork wrote it under the same id: 128-weight groups. Not a
+# file type id: a reading of id 42 chosen from the tensor's size (TensorInfo.reading).
+Q2_0_G128 = 0x10000 + 42
+
+# Ids whose meaning depends on who wrote the file. Each reading: (name, bytes for n
+# elements and row length ne0, or None when not representable). The reader picks the
+# reading whose size fits the bytes the tensor has in the file (up to the next tensor or
+# the end of the file), largest first, and records which one it chose.
+def _blocks(block, size):
+    return lambda n, ne0: n // block * size if ne0 % block == 0 else None
+
+
+_READINGS = {
+    # bitnet.cpp's I2_S (x86 layout, f32 scale trailer) vs ggml's removed IQ4_NL_4_4
+    I2_S: [("I2_S", lambda n, ne0: n // 4 + 32 if n % 128 == 0 else None),
+           ("IQ4_NL_4_4", _blocks(32, 18))],
+    # ggml's removed IQ4_NL_8_8 vs bitnet.cpp's TL1 (size tied to its generated kernels)
+    TL1: [("IQ4_NL_8_8", _blocks(32, 18))],
+    # current ggml's MXFP4 vs bitnet.cpp's TL2
+    MXFP4: [("MXFP4", _blocks(32, 17))],
+    Q2_0: [("Q2_0", _blocks(64, 18)), ("Q2_0_g128", _blocks(128, 34))],
+}
+_READING_IDS = {"Q2_0_g128": Q2_0_G128}
 
 MAX_DIMS = 4
 MAX_ELEMENTS = 1 << 40
@@ -43,6 +68,12 @@ MAX_ALIGNMENT = 1 << 16
 
 
 def type_name(t: int) -> str:
+    if t == Q2_0_G128:
+        return "Q2_0_g128"
+    if t == Q1_0:
+        return "Q1_0"
+    if t == Q2_0:
+        return "Q2_0"
     if t in FORK_TYPE_NAMES:
         return FORK_TYPE_NAMES[t]
     try:
@@ -56,13 +87,18 @@ def tensor_nbytes(ggml_type: int, ne: tuple) -> int:
     n = 1
     for d in ne:
         n *= d
-    if ggml_type in (TL1, TL2):
-        raise ValueError(f"{FORK_TYPE_NAMES[ggml_type]} is a bitnet.cpp layout tied to its generated kernels; "
-                         "convert the model to I2_S, TQ2_0 or TQ1_0 instead")
     if ggml_type == I2_S:
         if n % 128:
             raise ValueError(f"I2_S needs a multiple of 128 elements, got {n}")
         return n // 4 + 32
+    if ggml_type in (Q1_0, Q2_0, Q2_0_G128):
+        block, size = {Q1_0: (128, 18), Q2_0: (64, 18), Q2_0_G128: (128, 34)}[ggml_type]
+        if ne[0] % block:
+            raise ValueError(f"row length {ne[0]} is not a multiple of the {type_name(ggml_type)} block of {block}")
+        return n // block * size
+    if ggml_type in (TL1, TL2):
+        raise ValueError(f"{FORK_TYPE_NAMES[ggml_type]} is a bitnet.cpp layout tied to its generated kernels; "
+                         "convert the model to I2_S, TQ2_0 or TQ1_0 instead")
     try:
         block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
@@ -79,10 +115,13 @@ class TensorInfo:
     ne: tuple                 # ggml order: ne[0] is the fastest-varying (row length)
     offset: int               # absolute offset in the file
     nbytes: int
+    reading: str = ""         # for ids whose meaning depends on the writer: the layout chosen
+    reading_reason: str = ""  # why (printed by inspect)
+    reading_scale: float = None  # I2_S reading: the f32 scale trailer found
 
     @property
     def type_name(self) -> str:
-        return type_name(self.ggml_type)
+        return self.reading or type_name(self.ggml_type)
 
     @property
     def shape(self) -> tuple:
@@ -221,10 +260,13 @@ class GGUFFile:
                 n *= d
                 if n > MAX_ELEMENTS:
                     self._fail(f"tensor {name!r} has an impossible shape {list(ne)}")
-            try:
-                nb = tensor_nbytes(ggml_type, ne)
-            except ValueError as e:
-                raise BitnetError(f"{self.name}: tensor {name!r}: {e}") from None
+            if ggml_type in _READINGS:
+                nb = -1               # decided below, from the bytes the tensor has
+            else:
+                try:
+                    nb = tensor_nbytes(ggml_type, ne)
+                except ValueError as e:
+                    raise BitnetError(f"{self.name}: tensor {name!r}: {e}") from None
             if name in seen:
                 self._fail(f"tensor {name!r} appears twice")
             seen.add(name)
@@ -237,10 +279,69 @@ class GGUFFile:
             if t.offset % align:
                 self._fail(f"tensor {t.name!r} offset {t.offset} is not aligned to {align}")
             t.offset += data_start
+        if any(t.nbytes < 0 for t in infos):
+            self._choose_readings(infos)
+        for t in infos:
             if t.offset + t.nbytes > self.size:
                 self._fail(f"tensor {t.name!r} ({t.type_name} {list(t.ne)}, {t.nbytes} bytes at {t.offset}) "
                            f"runs past the end of the file ({self.size} bytes): truncated download?")
             self.tensors[t.name] = t
+
+    def _choose_readings(self, infos):
+        """Pick the layout of each tensor whose type id means different things to different
+        writers, from the bytes it has in the file (up to the next tensor's data or the end)."""
+        starts = sorted({t.offset for t in infos})
+        nxt = {a: b for a, b in zip(starts, starts[1:] + [self.size])}
+        arch = self.kv.get("general.architecture")
+        for t in infos:
+            if t.nbytes >= 0:
+                continue
+            span = nxt[t.offset] - t.offset
+            n = t.n_elements
+            cands = []
+            for rname, size in _READINGS[t.ggml_type]:
+                nb = size(n, t.ne[0])
+                if nb is not None:
+                    cands.append((nb, rname))
+            fits = sorted((c for c in cands if c[0] <= span), reverse=True)
+            tid = t.ggml_type
+            if not fits:
+                if tid == MXFP4:
+                    raise BitnetError(
+                        f"{self.name}: tensor {t.name!r} has type id 39 with {span} bytes, which is not ggml's "
+                        f"MXFP4 ({cands[0][0] if cands else '?'} bytes): bitnet.cpp's TL2, a layout tied to its "
+                        "generated kernels; convert the model to I2_S, TQ2_0 or TQ1_0 instead")
+                if tid == TL1:
+                    raise BitnetError(
+                        f"{self.name}: tensor {t.name!r} has type id 38: bitnet.cpp's TL1, a layout tied to its "
+                        "generated kernels; convert the model to I2_S, TQ2_0 or TQ1_0 instead")
+                need = ", ".join(f"{r} {b} bytes" for b, r in cands) or "no layout fits its shape"
+                self._fail(f"tensor {t.name!r} ({type_name(tid)} {list(t.ne)}) has {span} bytes in the file, "
+                           f"less than any reading of type id {tid} needs ({need}): truncated download?")
+            nb, rname = fits[0]
+            t.nbytes = nb
+            t.reading = rname
+            if tid == I2_S:
+                if rname == "I2_S":
+                    trailer = n // 4
+                    sc = (struct.unpack_from("<f", self.buf, t.offset + trailer)[0]
+                          if t.offset + trailer + 4 <= self.size else float("nan"))
+                    t.reading_scale = sc
+                    t.reading_reason = (f"type id 36 read as bitnet.cpp's I2_S (x86 layout, 128-weight blocks, "
+                                        f"n/4 + 32 bytes with an f32 scale trailer), architecture {arch!r}")
+                else:
+                    t.reading_reason = ("type id 36 read as ggml's IQ4_NL_4_4 (more bytes than I2_S's n/4 + 32), "
+                                        "a type current ggml removed")
+            elif tid == TL1:
+                t.reading_reason = "type id 38 read as ggml's removed IQ4_NL_8_8"
+            elif tid == MXFP4:
+                t.reading_reason = "type id 39 read as ggml's MXFP4 (its size fits), not bitnet.cpp's TL2"
+            elif tid == Q2_0:
+                t.ggml_type = _READING_IDS.get(rname, tid)
+                t.reading_reason = ("type id 42 read as ggml's Q2_0 (64-weight groups, 18 bytes each)"
+                                    if rname == "Q2_0" else
+                                    "type id 42 read as PrismML's Q2_0 (128-weight groups, 34 bytes each): "
+                                    "too few bytes for ggml's 64-weight groups")
 
     def raw(self, name: str) -> np.ndarray:
         """The tensor's bytes as a read-only uint8 view (no copy)."""
@@ -333,7 +434,7 @@ def write_gguf(path: str, kv: dict, tensors: list, alignment: int = 32, version:
         for t, off, nb in infos:
             f.write(_pack_str(t.name) + struct.pack("<I", len(t.ne)))
             f.write(struct.pack(f"<{len(t.ne)}Q", *t.ne))
-            f.write(struct.pack("<IQ", t.ggml_type, off))
+            f.write(struct.pack("<IQ", Q2_0 if t.ggml_type == Q2_0_G128 else t.ggml_type, off))
         pos = f.tell()
         start = (pos + alignment - 1) // alignment * alignment
         f.write(b"\0" * (start - pos))

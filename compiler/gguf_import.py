@@ -15,11 +15,19 @@ from gguf import GGMLQuantizationType, quants as gguf_quants
 
 from . import quants
 from .errors import BitnetError
-from .gguf_file import GGUFFile, I2_S, TL1, TL2
+from .gguf_file import GGUFFile, I2_S, MXFP4, Q1_0, Q2_0, Q2_0_G128, TL1, TL2
 from .model import HParams, Layer, Model, TernaryWeight, TokenizerData
 
 F32, F16, BF16 = GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16
 TQ1_0, TQ2_0 = GGMLQuantizationType.TQ1_0, GGMLQuantizationType.TQ2_0
+# Block-scaled ternary-ish types: id -> (weights per block, decoder)
+BLOCK_TYPES = {
+    TQ2_0: (256, quants.decode_tq2_0),
+    TQ1_0: (256, quants.decode_tq1_0),
+    Q1_0: (128, quants.decode_q1_0),
+    Q2_0: (64, lambda raw, n: quants.decode_q2_0(raw, n, 64)),
+    Q2_0_G128: (128, lambda raw, n: quants.decode_q2_0(raw, n, 128)),
+}
 
 # architecture name -> (family, default activation, sub-norms)
 ARCHITECTURES = {
@@ -27,6 +35,8 @@ ARCHITECTURES = {
     "bitnet-25": ("bitnet", "relu2", True),
     "bitnet": ("bitnet", "silu", True),
     "llama": ("llama", "silu", False),
+    # Qwen3 (Ternary Bonsai): LLaMA graph plus per-head q/k RMSNorm, NEOX RoPE, head dim from key_length
+    "qwen3": ("qwen3", "silu", False),
 }
 
 # Limits well above any real model, to refuse absurd files before allocating for them.
@@ -46,9 +56,10 @@ def file_sha256(path: str) -> str:
 
 
 class Importer:
-    def __init__(self, g: GGUFFile, ternarize: bool):
+    def __init__(self, g: GGUFFile, ternarize: bool, no_tokenizer: bool = False):
         self.g = g
         self.ternarize = ternarize
+        self.no_tokenizer = no_tokenizer
         self.warnings = []
         self.name = g.name
 
@@ -100,11 +111,21 @@ class Importer:
         F = self.bounded(p + "feed_forward_length", self.key(p + "feed_forward_length", int, required=True), 1, LIMITS["feed_forward_length"])
         n_head = self.bounded(p + "attention.head_count", self.key(p + "attention.head_count", int, required=True), 1, LIMITS["attention.head_count"])
         n_head_kv = self.bounded(p + "attention.head_count_kv", self.key(p + "attention.head_count_kv", int, default=n_head), 1, n_head)
-        if E % n_head:
-            self.fail(f"embedding_length {E} is not divisible by head_count {n_head}")
+        head_dim = self.key(p + "attention.key_length", int, default=None)
+        if head_dim is None:
+            if E % n_head:
+                self.fail(f"embedding_length {E} is not divisible by head_count {n_head} "
+                          f"(and {p}attention.key_length is not given)")
+            head_dim = E // n_head
         if n_head % n_head_kv:
             self.fail(f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
-        head_dim = E // n_head
+        self.bounded(p + "attention.key_length", head_dim, 2, 1024)
+        vlen = self.key(p + "attention.value_length", int, default=head_dim)
+        if vlen != head_dim:
+            self.fail(f"{p}attention.value_length {vlen} differs from key_length {head_dim}; not supported")
+        if family == "bitnet" and head_dim * n_head != E:
+            self.fail(f"head_count {n_head} x key_length {head_dim} != embedding_length {E}: the BitNet graph's "
+                      "attention sub-norm needs them equal")
         if head_dim % 2:
             self.fail(f"head dimension {head_dim} is odd; RoPE needs an even head dimension")
         n_ctx = self.bounded(p + "context_length", self.key(p + "context_length", int, default=2048), 1, LIMITS["context_length"])
@@ -130,6 +151,8 @@ class Importer:
                       "bitnet.hidden_activation = 'relu2' for BitNet-b1.58-2B-4T-style models")
         elif family == "bitnet":
             reason = f"architecture {arch} is defined with squared ReLU"
+        elif family == "qwen3":
+            reason = "Qwen3 graph: SiLU-gated FFN, per-head q/k RMSNorm"
         else:
             reason = "LLaMA graph: SiLU-gated FFN"
         # llama.cpp's converters permute Q/K of 'llama' so that RoPE acts on adjacent pairs;
@@ -139,7 +162,7 @@ class Importer:
                        n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ctx_train=n_ctx,
                        rope_base=rope_base, rope_dim=rope_dim, rope_style=rope_style, norm_eps=eps,
                        activation=act, activation_reason=reason, sub_norms=sub,
-                       tied_head="output.weight" not in self.g.tensors)
+                       tied_head="output.weight" not in self.g.tensors, qk_norm=family == "qwen3")
 
     # -- tensors ----------------------------------------------------------------------
     def info(self, name: str, shape: tuple):
@@ -160,8 +183,14 @@ class Importer:
             a = raw.view("<f2").astype(np.float32)
         elif t.ggml_type == BF16:
             a = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
-        elif t.ggml_type in (I2_S, TL1, TL2):
+        elif t.ggml_type == I2_S and t.type_name == "I2_S":
             self.fail(f"tensor {name!r} is {t.type_name}, which only ternary projections may use")
+        elif t.ggml_type in (I2_S, TL1):
+            self.fail(f"tensor {name!r} is {t.type_name} ({t.reading_reason}); re-quantize it with a current tool")
+        elif t.ggml_type in (Q1_0, Q2_0, Q2_0_G128):
+            qk, dec = BLOCK_TYPES[t.ggml_type]
+            codes, d = dec(raw, t.n_elements)
+            a = (codes.reshape(-1, qk).astype(np.float32) * d[:, None]).reshape(-1)
         else:
             try:
                 a = gguf_quants.dequantize(raw, GGMLQuantizationType(t.ggml_type)).astype(np.float32)
@@ -178,39 +207,50 @@ class Importer:
         n = t.n_elements
         raw = self.g.raw(name)
         tn = t.type_name
-        if t.ggml_type in (TL1, TL2):
-            self.fail(f"tensor {name!r} is {tn}, a bitnet.cpp runtime layout tied to its kernels; "
+        if t.ggml_type == TL1 or (t.ggml_type == I2_S and tn != "I2_S"):
+            self.fail(f"tensor {name!r} is {tn} ({t.reading_reason}), not a ternary layout; "
                       "convert the model to I2_S, TQ2_0 or TQ1_0 instead")
-        if t.ggml_type in (TQ1_0, TQ2_0, I2_S):
-            if t.ggml_type == I2_S:
-                try:
-                    codes, scales = quants.decode_i2_s(raw, n)
-                except ValueError as e:
-                    self.fail(f"tensor {name!r}: {e}")
-                block_scale = None
-            elif t.ggml_type == TQ2_0:
-                codes, scales = quants.decode_tq2_0(raw, n)
-                block_scale = scales
-            else:
-                codes, scales = quants.decode_tq1_0(raw, n)
-                block_scale = scales
-            if block_scale is not None and np.any(codes.reshape(-1, 256).max(axis=1) > 1):
-                self.fail(f"tensor {name!r} holds invalid TQ codes (outside -1..1)")
-            if not np.all(np.isfinite(scales)):
+        if t.ggml_type == I2_S:
+            try:
+                codes, scales = quants.decode_i2_s(raw, n)
+            except ValueError as e:
+                self.fail(f"tensor {name!r}: {e}")
+            if not np.isfinite(scales[0]):
                 self.fail(f"tensor {name!r} has a NaN or infinite scale")
-            if block_scale is None:
-                scale = float(scales[0])
-            else:
-                # One scale per tensor: every block holding a non-zero code must carry the same d.
-                used = np.any(codes.reshape(-1, 256) != 0, axis=1)
-                ds = np.unique(block_scale[used])
-                if ds.size > 1:
-                    if not self.ternarize:
-                        self.fail(f"tensor {name!r} has {ds.size} different block scales, so it is not "
-                                  "one ternary tensor; pass --ternarize to re-quantize it (quality will suffer)")
-                    w = codes.reshape(-1, 256).astype(np.float32) * block_scale[:, None]
-                    return self._ternarize(name, w.reshape(shape), tn, extra_scale)
-                scale = float(ds[0]) if ds.size else 1.0
+            scale = float(scales[0])
+            if scale <= 0:
+                if np.any(codes):
+                    self.fail(f"tensor {name!r} has scale {scale}; a ternary scale must be positive")
+                scale = 1.0
+            return TernaryWeight(codes.reshape(shape), float(np.float32(scale * extra_scale)), tn)
+        if t.ggml_type in BLOCK_TYPES:
+            qk, dec = BLOCK_TYPES[t.ggml_type]
+            codes, block_scale = dec(raw, n)
+            blocks = codes.reshape(-1, qk)
+            if t.ggml_type in (TQ1_0, TQ2_0) and np.any(blocks.max(axis=1) > 1):
+                self.fail(f"tensor {name!r} holds invalid TQ codes (outside -1..1)")
+            if not np.all(np.isfinite(block_scale)):
+                self.fail(f"tensor {name!r} has a NaN or infinite scale")
+            if np.any(codes == 2):
+                # Q2_0's fourth level: not ternary.
+                if not self.ternarize:
+                    self.fail(f"tensor {name!r} ({tn}) uses Q2_0's +2 code, so it is not ternary; bitnet-aot "
+                              "runs ternary weights only (pass --ternarize to re-quantize it, quality will suffer)")
+                w = blocks.astype(np.float32) * block_scale[:, None]
+                return self._ternarize(name, w.reshape(shape), tn, extra_scale)
+            # One scale per tensor: every block holding a non-zero code must carry the same d.
+            used = np.any(blocks != 0, axis=1)
+            ds = np.unique(block_scale[used])
+            if ds.size > 1:
+                if not self.ternarize:
+                    self.fail(f"tensor {name!r} ({tn}) has {ds.size} different block scales, so it is not "
+                              "one ternary tensor; bitnet-aot has no block-scaled ternary kernel yet (pass "
+                              "--ternarize to re-quantize it with one scale, quality will suffer)")
+                w = blocks.astype(np.float32) * block_scale[:, None]
+                return self._ternarize(name, w.reshape(shape), tn, extra_scale)
+            scale = float(ds[0]) if ds.size else 1.0
+            if scale < 0 and t.ggml_type == Q1_0:
+                codes, scale = -codes, -scale      # Q1_0 stores signs: a negative d flips them all
             if scale <= 0:
                 if np.any(codes):
                     self.fail(f"tensor {name!r} has scale {scale}; a ternary scale must be positive")
@@ -308,7 +348,7 @@ class Importer:
     # -- the whole model ----------------------------------------------------------------
     def model(self) -> Model:
         hp = self.hparams()
-        E, F, Ekv = hp.n_embd, hp.n_ff, hp.kv_dim
+        E, F, Ekv, Eq, D = hp.n_embd, hp.n_ff, hp.kv_dim, hp.q_dim, hp.head_dim
         te = self.g.tensors.get("token_embd.weight")
         if te is None:
             self.fail("missing tensor 'token_embd.weight'")
@@ -330,25 +370,33 @@ class Importer:
 
             L = Layer(
                 attn_norm=self.floats(b + "attn_norm.weight", (E,))[0],
-                wq=tern("attn_q", (E, E)), wk=tern("attn_k", (Ekv, E)), wv=tern("attn_v", (Ekv, E)),
-                wo=tern("attn_output", (E, E)),
+                wq=tern("attn_q", (Eq, E)), wk=tern("attn_k", (Ekv, E)), wv=tern("attn_v", (Ekv, E)),
+                wo=tern("attn_output", (E, Eq)),
                 ffn_norm=self.floats(b + "ffn_norm.weight", (E,))[0],
                 w_gate=tern("ffn_gate", (F, E)), w_up=tern("ffn_up", (F, E)), w_down=tern("ffn_down", (E, F)))
             if hp.sub_norms:
                 L.attn_sub_norm = self.floats(b + "attn_sub_norm.weight", (E,))[0]
                 L.ffn_sub_norm = self.floats(b + "ffn_sub_norm.weight", (F,))[0]
+            if hp.qk_norm:
+                L.attn_q_norm = self.floats(b + "attn_q_norm.weight", (D,))[0]
+                L.attn_k_norm = self.floats(b + "attn_k_norm.weight", (D,))[0]
             layers.append(L)
-        tok = self.tokenizer(V)
+        if self.no_tokenizer:
+            tok = None
+            self.warnings.append("--no-tokenizer: the binary takes and prints token ids")
+        else:
+            tok = self.tokenizer(V)
         return Model(hp=hp, token_embd=embd, token_embd_dtype=embd_t, output_norm=out_norm,
                      layers=layers, output=out, output_dtype=out_t, tokenizer=tok,
                      source_name=self.name, warnings=self.warnings)
 
 
-def load_gguf(path: str, ternarize: bool = False, hash_file: bool = True) -> Model:
-    """Read a GGUF file into a Model, or raise BitnetError with a one-line reason."""
+def load_gguf(path: str, ternarize: bool = False, hash_file: bool = True, no_tokenizer: bool = False) -> Model:
+    """Read a GGUF file into a Model, or raise BitnetError with a one-line reason.
+    no_tokenizer: leave the file's tokenizer out (it is then not even validated)."""
     g = GGUFFile(path)
     try:
-        m = Importer(g, ternarize).model()
+        m = Importer(g, ternarize, no_tokenizer).model()
     except MemoryError:
         raise BitnetError(f"{os.path.basename(path)}: not enough memory to import this model") from None
     finally:

@@ -21,6 +21,8 @@ _PORTABLE = (
     KernelSource("i2s_scalar.c", (), "scalar"),
     KernelSource("i2s_generic.c", (), "generic"),
     KernelSource("tl_scalar.c", (), "scalar"),
+    KernelSource("attn.c", (), "scalar"),
+    KernelSource("attn_scalar.c", (), "scalar"),
     KernelSource("dispatch.c", (), ""),
 )
 
@@ -32,11 +34,13 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
         KernelSource("i2s_avx2.c", ("-mavx2", "-mavx512vl", "-mavx512vnni", "-DI2S_VNNI", "-DI2S_EVEX"), "avx512vl"),
         KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
+        KernelSource("attn_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
     ),
     "aarch64": _PORTABLE + (
         KernelSource("i2s_neon.c", (), "neon"),
         KernelSource("i2s_neon.c", ("-mcpu=generic+dotprod", "-DI2S_DOTPROD"), "neon_dotprod"),
         KernelSource("tl1_neon.c", (), "neon"),
+        KernelSource("attn_neon.c", (), "neon"),
     ),
 }
 

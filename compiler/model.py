@@ -33,7 +33,7 @@ class HParams:
     n_ff: int               # F
     n_head: int
     n_head_kv: int
-    head_dim: int           # E / n_head
+    head_dim: int           # D: E / n_head unless the file says otherwise (Qwen3: key_length)
     n_ctx_train: int
     rope_base: float
     rope_dim: int           # number of rotated dims per head (<= head_dim)
@@ -43,10 +43,16 @@ class HParams:
     activation_reason: str  # why that activation was chosen (printed by inspect/build)
     sub_norms: bool         # attn_sub_norm / ffn_sub_norm present (BitNet b1.58 graph)
     tied_head: bool         # logits use token_embd when output.weight is absent
+    qk_norm: bool = False   # per-head RMSNorm of q and k before RoPE (Qwen3: attn_q_norm/attn_k_norm [D])
 
     @property
     def kv_dim(self) -> int:
         return self.n_head_kv * self.head_dim
+
+    @property
+    def q_dim(self) -> int:
+        """Width of q and of the attention output: n_head * head_dim (= E except for Qwen3-4B-like shapes)."""
+        return self.n_head * self.head_dim
 
 
 @dataclass
@@ -63,16 +69,18 @@ class TernaryWeight:
 @dataclass
 class Layer:
     attn_norm: np.ndarray               # f32 [E]
-    wq: TernaryWeight                   # [E, E]
+    wq: TernaryWeight                   # [H*D, E]
     wk: TernaryWeight                   # [Ekv, E]
     wv: TernaryWeight                   # [Ekv, E]
-    wo: TernaryWeight                   # [E, E]
+    wo: TernaryWeight                   # [E, H*D]
     ffn_norm: np.ndarray                # f32 [E]
     w_gate: TernaryWeight               # [F, E]
     w_up: TernaryWeight                 # [F, E]
     w_down: TernaryWeight               # [E, F]
     attn_sub_norm: Optional[np.ndarray] = None   # f32 [E]  (bitnet family only)
     ffn_sub_norm: Optional[np.ndarray] = None    # f32 [F]  (bitnet family only)
+    attn_q_norm: Optional[np.ndarray] = None     # f32 [D]  (qk_norm: Qwen3)
+    attn_k_norm: Optional[np.ndarray] = None     # f32 [D]
 
     def projections(self):
         """(name, weight) pairs in a fixed order, used by packers and reports."""
@@ -127,6 +135,7 @@ class Model:
             L.attn_norm.size + L.ffn_norm.size
             + (0 if L.attn_sub_norm is None else L.attn_sub_norm.size)
             + (0 if L.ffn_sub_norm is None else L.ffn_sub_norm.size)
+            + (0 if L.attn_q_norm is None else L.attn_q_norm.size + L.attn_k_norm.size)
             for L in self.layers)
         return {"ternary": tern, "embedding": emb, "head": head, "norms": norms,
                 "total": tern + emb + head + norms}

@@ -123,7 +123,10 @@ def ternary_from_floats(w: np.ndarray, rtol: float = 2e-3):
         return None
     # The scale is the mean magnitude of the non-zero entries (all equal up to rounding).
     nz = codes != 0
-    return codes, float(np.mean(np.abs(w[nz])))
+    mags = np.abs(w[nz])
+    if mags.size and mags.min() == mags.max():
+        return codes, float(mags[0])          # exactly one magnitude: keep it bit for bit
+    return codes, float(np.mean(mags))
 
 
 def absmean_ternarize(w: np.ndarray):
@@ -132,3 +135,64 @@ def absmean_ternarize(w: np.ndarray):
     s = 1.0 / max(float(np.mean(np.abs(w))), 1e-5)
     codes = np.clip(np.rint(w * s), -1, 1).astype(np.int8)
     return codes, float(np.float32(1.0 / s))
+
+
+# -- Q1_0 (ggml type 41): 128 weights in 18 bytes: fp16 d, then qs[16] ---------------------
+# Weight j of a block is bit (j % 8) of qs[j / 8]: set -> +d, clear -> -d (binary, no zero).
+QK1_0 = 128
+
+
+def decode_q1_0(raw: np.ndarray, n: int):
+    """-> (codes int8 [n] in {-1, +1}, block scales f32 [n/128])"""
+    nb = n // QK1_0
+    blocks = raw[: nb * 18].reshape(nb, 18)
+    bits = np.unpackbits(blocks[:, 2:18], axis=1, bitorder="little")      # [block, 128]: bit j%8 of byte j/8
+    codes = bits.astype(np.int8) * 2 - 1
+    d = blocks[:, 0:2].copy().view("<f2").reshape(nb).astype(np.float32)
+    return codes.reshape(n), d
+
+
+def encode_q1_0(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """codes int8 [n] in {-1, +1} (0 is not representable), scales f32 [n/128] -> bytes"""
+    nb = codes.size // QK1_0
+    c = codes.reshape(nb, QK1_0)
+    if np.any(c == 0):
+        raise ValueError("Q1_0 cannot store a zero weight")
+    out = np.empty((nb, 18), dtype=np.uint8)
+    out[:, 0:2] = np.asarray(scales, dtype="<f2").reshape(nb, 1).view(np.uint8)
+    out[:, 2:18] = np.packbits((c > 0).astype(np.uint8), axis=1, bitorder="little")
+    return out.reshape(-1)
+
+
+# -- Q2_0 (ggml type 42): fp16 d, then 2-bit codes, 4 per byte ------------------------------
+# Current ggml: 64 weights in 18 bytes. PrismML's fork (the first Ternary Bonsai GGUFs)
+# used the same id with 128 weights in 34 bytes. Weight j of a block is
+# (qs[j / 4] >> 2 (j % 4)) & 3, value (code - 1) * d: codes 0, 1, 2, 3 -> -1, 0, +1, +2.
+def q2_0_block_bytes(qk: int) -> int:
+    return 2 + qk // 4
+
+
+def decode_q2_0(raw: np.ndarray, n: int, qk: int = 64):
+    """-> (codes int8 [n] in {-1, 0, 1, 2}, block scales f32 [n/qk])"""
+    nb = n // qk
+    bb = q2_0_block_bytes(qk)
+    blocks = raw[: nb * bb].reshape(nb, bb)
+    qs = blocks[:, 2:].reshape(nb, qk // 4, 1)
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4)
+    c = (qs >> shifts) & 3                                      # [block, byte, j%4] -> weight 4*byte + j%4
+    d = blocks[:, 0:2].copy().view("<f2").reshape(nb).astype(np.float32)
+    return (c.astype(np.int8) - 1).reshape(n), d
+
+
+def encode_q2_0(codes: np.ndarray, scales: np.ndarray, qk: int = 64) -> np.ndarray:
+    """codes int8 [n] in {-1, 0, 1, 2}, scales f32 [n/qk] -> bytes"""
+    nb = codes.size // qk
+    c = (codes.reshape(nb, qk // 4, 4).astype(np.int16) + 1)
+    if np.any(c < 0) or np.any(c > 3):
+        raise ValueError("Q2_0 codes must be in -1..2")
+    c = c.astype(np.uint8)
+    qs = c[:, :, 0] | (c[:, :, 1] << 2) | (c[:, :, 2] << 4) | (c[:, :, 3] << 6)
+    out = np.empty((nb, q2_0_block_bytes(qk)), dtype=np.uint8)
+    out[:, 0:2] = np.asarray(scales, dtype="<f2").reshape(nb, 1).view(np.uint8)
+    out[:, 2:] = qs
+    return out.reshape(-1)

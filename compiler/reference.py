@@ -61,30 +61,86 @@ def silu(g: np.ndarray) -> np.ndarray:
     return (g64 / (1.0 + np.exp(-g64))).astype(f32)
 
 
-def attention_head(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Causal attention of one head. q [T, D] at positions pos; k, v [S, D] (the cache).
+# Attention: the runtime's numerics (runtime_c/kernels/attn.h), so reference and compiled
+# model agree to the last bit: dot products summed over d in order, keys in chunks of 64
+# with a float exp polynomial, chunks and then segments of 512 merged in order.
+ATTN_CHUNK, ATTN_SEG = 64, 512
 
-    Sums run in the C runtime's order (float32, left to right) and exp is evaluated in
-    float64 and rounded once, so reference and compiled model agree to the last bit in the
-    usual case; only the head's dot products differ in summation order.
-    """
+
+def attn_exp(x: np.ndarray) -> np.ndarray:
+    """e^x for x <= 0 in float32, exactly as attn_exp_f32 in runtime_c/kernels/attn.h."""
+    x = np.where(x < f32(-87.0), f32(-87.0), x).astype(f32)
+    kf = (x * f32(1.44269504) + f32(12582912.0)) - f32(12582912.0)
+    r = (x - kf * f32(0.693359375)) - kf * f32(-2.12194440e-4)
+    p = np.full_like(x, f32(1.98412698e-4))
+    for c in (1.38888889e-3, 8.33333333e-3, 4.16666667e-2, 1.66666667e-1, 0.5, 1.0, 1.0):
+        p = p * r + f32(c)
+    scale = ((kf.astype(np.int32) + 127) << 23).astype(np.int32).view(f32)
+    return (p * scale).astype(f32)
+
+
+def attn_merge(M, L, O, m, l, o):
+    """Merge a later part (m, l, o) into (M, L, O) in place, per row (attn_merge in attn.c)."""
+    for i in np.nonzero(m != -np.inf)[0]:
+        if M[i] == -np.inf:
+            M[i], L[i], O[i] = m[i], l[i], o[i]
+            continue
+        mn = max(M[i], m[i])
+        a, b = attn_exp(np.array([M[i] - mn], f32))[0], attn_exp(np.array([m[i] - mn], f32))[0]
+        L[i] = L[i] * a + l[i] * b
+        O[i] = O[i] * a + o[i] * b
+        M[i] = mn
+
+
+def attention_head(q: np.ndarray, k: np.ndarray, v: np.ndarray, pos: np.ndarray,
+                   ks: np.ndarray | None = None, vs: np.ndarray | None = None) -> np.ndarray:
+    """Causal attention of one head. q [T, D] at positions pos; k, v [S, D] (the cache: for
+    a q8 cache the codes, with per-position scales ks, vs [S])."""
     T, D = q.shape
     S = k.shape[0]
-    s = np.zeros((T, S), f32)
-    for d in range(D):                                   # dot products, d in order
-        s += q[:, d:d + 1] * k[None, :, d]
-    s = s / f32(np.sqrt(D))
-    valid = np.arange(S)[None, :] <= pos[:, None]        # causal mask
-    smax = np.max(np.where(valid, s, -np.inf), axis=1, keepdims=True)
-    e = np.where(valid, np.exp((s - smax).astype(np.float64)).astype(f32), f32(0))
-    tot = np.zeros((T, 1), f32)
-    for j in range(S):                                   # softmax denominator, in order
-        tot += e[:, j:j + 1]
-    p = e / tot
-    out = np.zeros((T, D), f32)
-    for j in range(S):                                   # weighted values, in order
-        out += p[:, j:j + 1] * v[j][None, :]
-    return out
+    inv = f32(1.0) / np.sqrt(f32(D))
+    M, L, O = np.full(T, -np.inf, f32), np.zeros(T, f32), np.zeros((T, D), f32)
+    for s0 in range(0, S, ATTN_SEG):
+        Ms, Ls, Os = np.full(T, -np.inf, f32), np.zeros(T, f32), np.zeros((T, D), f32)
+        for c0 in range(s0, min(s0 + ATTN_SEG, S), ATTN_CHUNK):
+            c1 = min(c0 + ATTN_CHUNK, S)
+            s = np.zeros((T, c1 - c0), f32)
+            for d in range(D):                                       # dot products, d in order
+                s += q[:, d:d + 1] * k[None, c0:c1, d]
+            if ks is not None:
+                s = s * ks[None, c0:c1]
+            s = s * inv
+            valid = np.arange(c0, c1)[None, :] <= pos[:, None]       # causal mask
+            mc = np.max(np.where(valid, s, -np.inf), axis=1).astype(f32)
+            e = np.where(valid, attn_exp(np.where(valid, s - mc[:, None], f32(-87))), f32(0))
+            lc = np.zeros(T, f32)
+            oc = np.zeros((T, D), f32)
+            p = e * vs[None, c0:c1] if vs is not None else e
+            for j in range(c1 - c0):                                 # keys in order
+                lc += e[:, j]
+                oc += p[:, j:j + 1] * v[c0 + j][None, :]
+            attn_merge(Ms, Ls, Os, mc, lc, oc)
+        attn_merge(M, L, O, Ms, Ls, Os)
+    return (O / L[:, None]).astype(f32)
+
+
+KV_CHOICES = ("f16", "f32", "q8")
+
+
+def kv_store(x: np.ndarray, kv: str):
+    """x [T, Hkv, D] as the KV cache stores it (runtime_c/model.c kv_store): returns
+    (values [T, Hkv, D], scales [T, Hkv] or None). f32 as is, f16 rounded to nearest even;
+    q8 per position and head: codes round(x / s) (half to even), s = max|x| / 127."""
+    if kv == "f32":
+        return x, None
+    if kv == "f16":
+        return x.astype(np.float16).astype(f32), None
+    if kv != "q8":
+        raise ValueError(f"kv must be one of {KV_CHOICES}, not {kv!r}")
+    s = (np.max(np.abs(x), axis=-1) / f32(127)).astype(f32)
+    safe = np.where(s > 0, s, f32(1))[..., None]
+    codes = np.where(s[..., None] > 0, np.rint((x / safe).astype(f32)), f32(0)).astype(f32)
+    return codes, s
 
 
 def quantize_head_input(xn: np.ndarray):
@@ -121,15 +177,27 @@ def quantized_head(xn: np.ndarray, pm: PackedMatrix) -> np.ndarray:
     return out * pm.d[None, :] if pm.kind == "q8" else out
 
 
+def qk_head_norm(q: np.ndarray, k: np.ndarray, L, eps: float):
+    """Qwen3: RMSNorm of every q and k head vector (q [T, H, D], k [T, Hkv, D]) with the
+    layer's attn_q_norm / attn_k_norm [D], before RoPE. Other architectures: unchanged."""
+    if L.attn_q_norm is None:
+        return q, k
+    return rmsnorm(q, L.attn_q_norm, eps), rmsnorm(k, L.attn_k_norm, eps)
+
+
 class Reference:
     """Stateful reference model with a KV cache.
 
     head, embed: the precision a build stores the head and (untied) embedding in (the build's
     --head/--embed): the reference then computes with exactly those values, and for q8/q6/q4
-    heads with the runtime's integer head (quantized_head)."""
+    heads with the runtime's integer head (quantized_head). kv: the build's --kv; keys and
+    values are stored as the runtime's cache stores them (kv_store)."""
 
-    def __init__(self, model: Model, head: str = "auto", embed: str = "auto"):
+    def __init__(self, model: Model, head: str = "auto", embed: str = "auto", kv: str = "f16"):
         self.m = model
+        if kv not in KV_CHOICES:
+            raise ValueError(f"kv must be one of {KV_CHOICES}, not {kv!r}")
+        self.kv = kv
         self.embd, self.head, self.head_packed = model.token_embd, model.head, None
         if head != "auto" or embed != "auto":
             embd_kind, head_kind = matrix_kinds(model, head, embed)
@@ -143,6 +211,8 @@ class Reference:
         hp = self.m.hp
         self.k_cache = [np.zeros((0, hp.n_head_kv, hp.head_dim), f32) for _ in range(hp.n_layer)]
         self.v_cache = [np.zeros((0, hp.n_head_kv, hp.head_dim), f32) for _ in range(hp.n_layer)]
+        self.ks_cache = [np.zeros((0, hp.n_head_kv), f32) for _ in range(hp.n_layer)]   # q8 scales
+        self.vs_cache = [np.zeros((0, hp.n_head_kv), f32) for _ in range(hp.n_layer)]
         self.pos = 0
 
     def forward(self, tokens) -> np.ndarray:
@@ -159,14 +229,22 @@ class Reference:
             q = ternary_matmul(h, L.wq).reshape(T, H, D)
             k = ternary_matmul(h, L.wk).reshape(T, Hkv, D)
             v = ternary_matmul(h, L.wv).reshape(T, Hkv, D)
+            q, k = qk_head_norm(q, k, L, hp.norm_eps)
             q = rope(q, pos, hp.rope_dim, hp.rope_base, hp.rope_style)
             k = rope(k, pos, hp.rope_dim, hp.rope_base, hp.rope_style)
-            K = self.k_cache[li] = np.concatenate([self.k_cache[li], k], axis=0)   # [S, Hkv, D]
-            V = self.v_cache[li] = np.concatenate([self.v_cache[li], v], axis=0)
-            S = K.shape[0]
+            (kc, ksc), (vc, vsc) = kv_store(k, self.kv), kv_store(v, self.kv)
+            K = self.k_cache[li] = np.concatenate([self.k_cache[li], kc], axis=0)   # [S, Hkv, D]
+            V = self.v_cache[li] = np.concatenate([self.v_cache[li], vc], axis=0)
+            if ksc is not None:
+                self.ks_cache[li] = np.concatenate([self.ks_cache[li], ksc], axis=0)
+                self.vs_cache[li] = np.concatenate([self.vs_cache[li], vsc], axis=0)
+            q8 = self.kv == "q8"
             att = np.empty((T, H, D), f32)
             for hh in range(H):
-                att[:, hh, :] = attention_head(q[:, hh, :], K[:, hh // group, :], V[:, hh // group, :], pos)
+                g = hh // group
+                att[:, hh, :] = attention_head(q[:, hh, :], K[:, g, :], V[:, g, :], pos,
+                                               self.ks_cache[li][:, g] if q8 else None,
+                                               self.vs_cache[li][:, g] if q8 else None)
             a = att.reshape(T, H * D)
             if L.attn_sub_norm is not None:
                 a = rmsnorm(a, L.attn_sub_norm, hp.norm_eps)

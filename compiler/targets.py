@@ -28,7 +28,7 @@ class Target:
     extra_cflags: list
     max_blob_bytes: int
     exe_suffix: str
-    run: str                    # native | qemu | wasmtime | none
+    run: str                    # native | qemu | wasmtime | wine | none
     qemu: str = ""
     l2_cache_bytes: int = 524288
     cpu: str = ""

@@ -2,88 +2,75 @@
 
 For debugging prompts: the text goes through the very tokenizer the binary runs (the C code
 of runtime_c/tokenizer.c with the vocabulary baked in), reached through the Python binding.
-That needs a host shared library of the model; it is built once and kept in a cache folder
-keyed by the GGUF's SHA-256 and the bitnet-aot version:
-
-    ~/.cache/bitnet-aot/builds/<sha256>-<version>/model.so
-
-(the folder can be moved with the environment variable BITNET_AOT_BUILD_CACHE).
+That needs a host shared library of the model: the one of the build cache (build_cache.py),
+which `perplexity`, `serve` and `BitNetModel.from_pretrained` use too, so it is compiled
+once for all of them.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 
-from . import __version__
 from .errors import BitnetError
 
 
-def cache_root() -> str:
-    return os.environ.get("BITNET_AOT_BUILD_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "bitnet-aot", "builds")
-
-
-def cache_key(gguf_path: str) -> str:
-    from .gguf_import import file_sha256
-    try:
-        sha = file_sha256(gguf_path)
-    except OSError as e:
-        raise BitnetError(f"{gguf_path}: cannot read ({e.strerror}); check the path") from None
-    from .build import source_fingerprint
-    return f"{sha}-{__version__}-{source_fingerprint()}"
-
-
 def shared_library(gguf_path: str, log=None) -> str:
-    """The path of a host shared library of this model, built now if the cache has none."""
-    from .build import build
-    from .gguf_import import load_gguf
-    if not os.path.isfile(gguf_path):
-        raise BitnetError(f"{gguf_path}: no such file; check the path")
-    root = cache_root()
-    final = os.path.join(root, cache_key(gguf_path))
-    lib = os.path.join(final, "model.so")
-    if os.path.isfile(lib):
-        return lib
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as e:
-        raise BitnetError(f"cannot create the build cache {root} ({e.strerror}); "
-                          "set BITNET_AOT_BUILD_CACHE to a writable folder") from None
-    model = load_gguf(gguf_path)      # a file that is no model fails here, before any message
-    if log:
-        log(f"building {os.path.basename(gguf_path)} as a shared library for the tokenizer "
-            f"(once; cached in {final})")
-    # Build in a private folder and rename it into place, so concurrent runs never see a
-    # half-written library (the loser of a race just drops its copy).
-    tmp = tempfile.mkdtemp(prefix=".build-", dir=root)
-    try:
-        build(gguf_path, "host", os.path.join(tmp, "model.so"), build_dir=os.path.join(tmp, "build"),
-              shared=True, model=model, log=lambda s: None)
-        shutil.rmtree(os.path.join(tmp, "build"), ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isfile(lib):
-                raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return lib
+    """The path of the cached host shared library of this model (built now if missing)."""
+    from .build_cache import compile_cached
+    return compile_cached(gguf_path, log=log or (lambda s: None))
 
 
 def tokenize(gguf_path: str, text, add_bos: bool = True, special: bool = False, log=None) -> list:
     """Token ids of `text` (str or bytes) by the model's compiled C tokenizer."""
     from .bindings.api import CompiledModel
-    lib = shared_library(gguf_path, log=log)
-    with CompiledModel(lib, n_ctx=1, n_threads=1) as m:
+    with CompiledModel(shared_library(gguf_path, log=log), n_ctx=1, n_threads=1) as m:
         return m.tokenize(text, add_bos=add_bos, special=special)
 
 
+def _piece_text(b: bytes) -> str:
+    """A token's bytes for display: the text, with bytes that are not UTF-8 as \\xNN."""
+    return b.decode("utf-8", "backslashreplace")
+
+
+def _read_text(args) -> bytes:
+    if args.text is not None and args.file is not None:
+        raise BitnetError("give the text either as an argument or with -f, not both")
+    if args.text is not None:
+        return args.text.encode("utf-8", "surrogateescape")
+    if args.file is not None and args.file != "-":
+        try:
+            with open(args.file, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise BitnetError(f"{args.file}: cannot read ({e.strerror})") from None
+    if args.file is None and sys.stdin.isatty():
+        raise BitnetError("no text: give it as an argument, with -f FILE, or on stdin (-f -)")
+    return sys.stdin.buffer.read()
+
+
 def main_tokenize(args) -> None:
-    """The `tokenize` subcommand. args: model, text, special, no_bos, json."""
-    ids = tokenize(args.model, args.text, add_bos=not args.no_bos, special=args.special,
-                   log=lambda s: print(s, file=sys.stderr))
-    print(json.dumps(ids) if args.json else " ".join(str(i) for i in ids))
+    """The `tokenize` subcommand. args: model, text, file, special, no_bos, json, pieces."""
+    from .bindings.api import CompiledModel
+    data = _read_text(args)
+    lib = shared_library(args.model, log=lambda s: print(s, file=sys.stderr))
+    with CompiledModel(lib, n_ctx=1, n_threads=1) as m:
+        ids = m.tokenize(data, add_bos=not args.no_bos, special=args.special)
+        if not args.pieces:
+            print(json.dumps(ids) if args.json else " ".join(str(i) for i in ids))
+            return
+        # each token's bytes as it prints after the one before it (alone, a SentencePiece
+        # word start would lose its space the way the first word of a text does)
+        pieces = []
+        for k, i in enumerate(ids):
+            if k == 0:
+                pieces.append(_piece_text(m.detokenize([i], special=True)))
+            else:
+                before = m.detokenize([ids[k - 1]], special=True)
+                pieces.append(_piece_text(m.detokenize([ids[k - 1], i], special=True)[len(before):]))
+    if args.json:
+        print(json.dumps([{"id": i, "piece": p} for i, p in zip(ids, pieces)], ensure_ascii=False))
+    else:
+        width = len(str(max(ids, default=0)))
+        for i, p in zip(ids, pieces):
+            print(f"{i:>{width}} -> {json.dumps(p, ensure_ascii=False)}")
+

@@ -28,7 +28,8 @@ once if it is not)::
     8       u32   header size (128)
     12      u32   total size of the blob in bytes
     16      u32   model: 1 = SentencePiece (SPM), 2 = byte-level BPE
-    20      u32   pre-tokenizer: 0 none (SPM), 1 llama3 (LLaMA-3 / Falcon3 regex), 2 gpt2
+    20      u32   pre-tokenizer: 0 none (SPM), 1 llama3 (LLaMA-3 / Falcon3 regex), 2 gpt2,
+                  3 qwen2 (llama3 with single digits), 4 starcoder (digits split, then gpt2)
     24      u32   flags: 1 add_bos, 2 add_eos, 4 add_space_prefix, 8 ignore_merges,
                          16 spm_viterbi (unigram: best-score segmentation instead of merging)
     28      i32   bos id      32 i32 eos id     36 i32 eot id
@@ -84,6 +85,8 @@ MODEL_BPE = 2
 PRE_NONE = 0
 PRE_LLAMA3 = 1
 PRE_GPT2 = 2
+PRE_QWEN2 = 3        # LLaMA-3 regex with single digits
+PRE_STARCODER = 4    # digits split off one by one, then the GPT-2 regex
 
 FLAG_ADD_BOS = 1
 FLAG_ADD_EOS = 2
@@ -101,6 +104,9 @@ PRE_TOKENIZERS = {
     "dbrx": (PRE_LLAMA3, False), "smaug-bpe": (PRE_LLAMA3, False),
     "gpt-2": (PRE_GPT2, False), "phi-2": (PRE_GPT2, False), "mpt": (PRE_GPT2, False),
     "olmo": (PRE_GPT2, False),
+    "qwen2": (PRE_QWEN2, False), "deepseek-r1-qwen": (PRE_QWEN2, False), "stablelm2": (PRE_QWEN2, False),
+    "starcoder": (PRE_STARCODER, False), "refact": (PRE_STARCODER, False),
+    "smollm": (PRE_STARCODER, False), "command-r": (PRE_STARCODER, False),
 }
 
 # Token texts that end a generation when they are control tokens (besides eos / eot ids).

@@ -59,3 +59,43 @@ def run_zig(args: list, cwd: str, what: str, log=None, local_cache: str | None =
         first = next((ln for ln in (r.stderr or r.stdout).splitlines() if "error" in ln), (r.stderr or r.stdout).strip()[:300])
         raise BitnetError(f"{what} failed: {first.strip()} (full log: {logf})")
     return r
+
+
+def _libc_marker(target: str, shared: bool) -> str:
+    return os.path.join(zig_cache_dir(), f".bitnet-aot-libc-{target}{'-shared' if shared else ''}-{ZIG_VERSION}")
+
+
+def run_zig_all(cmds: list, cwd: str, target: str, shared: bool = False, local_cache: str | None = None):
+    """Run the compile and link commands of one build in order, with progress (see
+    progress.py). The first build for a target also compiles zig's C library for it
+    (about a minute, once per target and zig version): said beforehand, so the wait is
+    not silent."""
+    from . import progress
+    marker = _libc_marker(target, shared)
+    first = not shared and not os.path.exists(marker)     # a shared library links the system's libc
+    if first and progress.enabled():
+        print(f"first build for {target} with zig {ZIG_VERSION}: zig compiles its C library for this target once "
+              f"(about a minute); later builds take seconds", file=sys.stderr, flush=True)
+    what = f"compiling for {target}"
+    # Objects compile in parallel, one zig process per core (each writes only its own
+    # object; zig locks its caches); links run after them, in order.
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    compiles = [c for c in cmds if "-c" in c]
+    links = [c for c in cmds if "-c" not in c]
+    with progress.Progress(what, total=len(cmds), unit="step", delay=0 if first else 2.0) as p:
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            futs = {pool.submit(run_zig, c, cwd, what, local_cache=local_cache): c for c in compiles}
+            for f in as_completed(futs):
+                f.result()
+                c = futs[f]
+                p.note(os.path.basename(c[c.index("-c") + 1]))
+                p.update()
+        for c in links:
+            p.note("linking (and zig's C library)" if first else "linking")
+            run_zig(c, cwd, what, local_cache=local_cache)
+            p.update()
+    try:
+        with open(marker, "w") as f:
+            f.write("zig's C library for this target is in the cache\n")
+    except OSError:
+        pass

@@ -16,6 +16,7 @@ typedef struct bn_context bn_context;
 /* ---- model facts ---- */
 int bn_n_vocab(void);
 int bn_n_ctx_train(void);
+double bn_kv_cache_bytes(int n_ctx);   /* bytes the KV cache of an n_ctx-token context reserves */
 const char *bn_info_json(void);        /* build provenance and hyper-parameters, JSON */
 const char *bn_last_error(void);       /* message for the last failing call (thread-local) */
 
@@ -29,6 +30,7 @@ bn_context *bn_create(int n_ctx, int n_threads);   /* NULL on failure, see bn_la
 void bn_free(bn_context *c);
 void bn_reset(bn_context *c);                      /* forget the KV cache */
 int bn_pos(const bn_context *c);                   /* tokens in the KV cache */
+int bn_truncate(bn_context *c, int n);             /* keep the first n cached tokens (n <= pos); 0 or -1 */
 int bn_n_ctx(const bn_context *c);
 
 /* Evaluate n tokens after the cached ones. logits_mode: 0 none, 1 last token only
@@ -51,6 +53,16 @@ long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t
  * than cs[0]'s. Returns 0 or -1 (bn_last_error). */
 int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits);
 
+/* One forward pass over n <= the compiled batch size rows of several sequences (continuous
+ * batching: decode steps of some and a prompt chunk of another in one pass over the
+ * weights). Row i is the next token of cs[i]; a context may own several rows, in order,
+ * and advances by their count. work lends its buffers and threads and need not be among
+ * cs (no context larger than work's). logits: (number of rows with want_logits[i], V), in
+ * row order; NULL for none. Every row's logits equal what bn_eval computes for it alone.
+ * Returns 0 or -1 (bn_last_error). */
+int bn_eval_rows(bn_context *work, bn_context *const *cs, const int32_t *tokens, int n,
+                 const unsigned char *want_logits, float *logits);
+
 /* ---- sampling ---- */
 typedef struct {
     float temperature;     /* <= 0: greedy */
@@ -68,7 +80,17 @@ bn_sampling bn_sampling_default(void);
  * logits (V) are modified; rng_state starts as bn_rng_init(seed). Returns a token id. */
 uint64_t bn_rng_init(uint64_t seed);
 int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state);
-int bn_is_eog(int32_t token);     /* end-of-text / end-of-turn */
+/* The same with caller-owned scratch of bn_sample_scratch_bytes() (no allocation per token). */
+size_t bn_sample_scratch_bytes(void);
+int bn_sample_with(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state,
+                   void *scratch);
+int bn_is_eog(int32_t token);
+/* OpenAI's penalties over the tokens generated so far: logits[t] -= frequency * count(t)
+ * + presence * (count(t) > 0). Returns 0 or -1 (out of memory). */
+int bn_apply_penalties(float *logits, const int32_t *gen, int n_gen, float presence, float frequency);
+/* Log-probability of token under softmax(logits), and the top_n most likely ids with theirs,
+ * best first (top_ids, top_lp: top_n entries; fewer if the vocabulary is smaller). */
+float bn_logprobs(const float *logits, int token, int top_n, int32_t *top_ids, float *top_lp);     /* end-of-text / end-of-turn */
 
 /* Generate up to n_predict tokens after the prompt (which is evaluated first). Stops at
  * end-of-generation tokens unless ignore_eos. Writes generated ids to out (capacity

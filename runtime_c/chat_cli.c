@@ -22,8 +22,27 @@
  * own end-of-turn text follows); a reply cut by -n keeps its last token, which bn_generate
  * sampled but did not evaluate: it goes in front of the next turn's ids.
  *
+ * Context shift: a session never ends because the context is full. When a turn does not
+ * fit (its ids plus room for min(-n, a quarter of the context) of reply), or a reply
+ * reaches the end of the context, the oldest turns are dropped and the rest re-encoded:
+ *   --chat: the system message and the latest turns are formatted again from their text
+ *     (replies as the text they printed), encoded and evaluated from an empty cache,
+ *     dropping the oldest user/assistant pair until it fits; a reply cut by the end of the
+ *     context goes on after its text so far (re-encoded too).
+ *   -i: the first text's ids (-p, or the first line) are kept and the older half of the
+ *     rest dropped; the kept ids are evaluated again as they were (no re-tokenizing).
+ * Re-encoding gives exactly the cache a fresh session would have for the kept text, so
+ * what follows is what the reference computes for that shorter conversation (the dropped
+ * turns are forgotten). A single message too long for the context gets one line on stderr
+ * and is left out; the session goes on.
+ *
+ * Ctrl-C (SIGINT) during a reply stops it (the session goes on); a Ctrl-C while waiting
+ * for input, or a second one before the reply has stopped, exits (status 130).
+ *
  * --print-ids prints the ids each turn built from its text (not the carried-over reply
- * token) to stderr as "ids: 1 2 3", so tests can compare them with the Python side.
+ * token) to stderr as "ids: 1 2 3", so tests can compare them with the Python side; in
+ * --chat also each reply's ids ("reply: ...") and every context shift ("context shift:
+ * kept K of N messages, T tokens").
  *
  * Sections: reading lines, the session (context, one turn), chat, interactive, chat_run.
  */
@@ -32,10 +51,19 @@
 #include "bitnet.h"
 #include "chat.h"
 #include "model_internal.h"
+#include "platform.h"
 #include "text.h"
 #include "tokenizer.h"
 
 #include <limits.h>
+#if PLATFORM_HAS_SERVER || defined(_WIN32)
+#include <signal.h>                     /* WASI has no signals (its signal.h is an #error) */
+#define HAVE_SIGINT 1
+typedef sig_atomic_t signal_flag;
+#else
+#define HAVE_SIGINT 0
+typedef int signal_flag;
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +117,38 @@ static int blank(const char *s, size_t n) {
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Ctrl-C                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+static volatile signal_flag replying;        /* a reply is being generated */
+static volatile signal_flag interrupted;     /* Ctrl-C seen during it */
+
+#if HAVE_SIGINT
+static void on_sigint(int sig) {
+    (void)sig;
+    if (replying && !interrupted) { interrupted = 1; return; }
+    static const char nl[] = "\n";
+    if (write(2, nl, 1) < 0) { /* exiting anyway */ }
+    _exit(130);
+}
+
+static void install_sigint(void) {
+#if PLATFORM_HAS_SERVER
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+#else
+    signal(SIGINT, on_sigint);
+#endif
+}
+#else
+static void install_sigint(void) {}
+#endif
+
+/* ------------------------------------------------------------------------------------ */
 /* The session: one context, one turn at a time                                         */
 /* ------------------------------------------------------------------------------------ */
 
@@ -101,18 +161,24 @@ typedef struct {
     int turns;                /* turns generated so far */
     int32_t pending;          /* last generated token, sampled but not in the cache; -1 none */
     int32_t *out;             /* (n_predict + 1) generated ids of the current turn */
+    int32_t *hist;            /* (n_ctx) the ids in the cache, in order (-i's context shift) */
+    int n_hist;
+    int n_keep;               /* -i: ids at the start that a context shift keeps */
     /* the current reply */
     text_stream stream;
     int stopped_at_eog;
+    int cut;                  /* the last turn's reply stopped at the end of the context */
+    int n_gen;                /* ids the last turn generated (s->out) */
     /* totals for the timing line */
     int n_prompt_total, n_gen_total;
     double t_prompt_total, t_gen_total;
 } session;
 
-enum { TURN_OK = 0, TURN_CONTEXT_FULL = 1, TURN_ERROR = 2 };
+enum { TURN_OK = 0, TURN_NO_ROOM = 1, TURN_ERROR = 2 };
 
 static int on_token(void *user, int32_t id) {
     session *s = user;
+    if (interrupted) return 1;
     if (!s->o->ignore_eos && tokenizer_is_eog(s->tok, id)) {
         s->stopped_at_eog = 1;
         return 1;                             /* stop; the token is not printed */
@@ -128,25 +194,22 @@ static void print_ids(const char *label, const int32_t *ids, int n) {
     fprintf(stderr, "\n");
 }
 
-static void say_context_full(const session *s) {
-    fprintf(stderr, "the context is full (%d of %d tokens): ending the session; raise --ctx (max %d) for longer ones\n",
-            bn_pos(s->c), s->n_ctx, BN_N_CTX_MAX);
+static int reply_room(const session *s) {
+    return s->o->n_predict < s->n_ctx / 4 ? s->o->n_predict : s->n_ctx / 4;
 }
 
-/* Evaluates the carried-over token and ids[0..n), then streams the reply to stdout. */
-static int session_turn(session *s, const int32_t *ids, int n) {
+/* Evaluates the carried-over token and ids[0..n), then streams up to n_predict tokens of
+ * reply to stdout (newline after it when end_line). TURN_NO_ROOM: the ids and room for a
+ * reply do not fit behind the cache (nothing was done). s->cut: the reply reached the end
+ * of the context. */
+static int session_turn_n(session *s, const int32_t *ids, int n, int n_predict, int end_line) {
     if (s->o->print_ids) print_ids("ids", ids, n);
     int n_prompt = n + (s->pending >= 0);
+    s->cut = 0;
+    s->n_gen = 0;
     if (n_prompt == 0) return TURN_OK;        /* nothing to continue from */
-    if (bn_pos(s->c) + n_prompt + 1 > s->n_ctx) {
-        if (s->turns == 0) {
-            fprintf(stderr, "error: the prompt has %d tokens but the context holds %d; shorten it or raise --ctx (max %d)\n",
-                    n_prompt, s->n_ctx, BN_N_CTX_MAX);
-            return TURN_ERROR;
-        }
-        say_context_full(s);
-        return TURN_CONTEXT_FULL;
-    }
+    int room = reply_room(s) < n_predict ? reply_room(s) : n_predict;
+    if (bn_pos(s->c) + n_prompt + (room > 0 ? room : 1) > s->n_ctx) return TURN_NO_ROOM;
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     if (!prompt) { fprintf(stderr, "error: out of memory\n"); return TURN_ERROR; }
     int k = 0;
@@ -157,16 +220,21 @@ static int session_turn(session *s, const int32_t *ids, int n) {
     sp.seed += (uint64_t)s->turns;            /* a different random stream for every turn */
     memset(&s->stream, 0, sizeof s->stream);
     s->stopped_at_eog = 0;
-    int n_predict = s->o->n_predict;
     /* ignore_eos = 1: on_token decides where the reply ends (every end-of-generation token
      * of the vocabulary, not only EOS/EOT) */
     int n_gen = bn_generate(s->c, prompt, n_prompt, n_predict, &sp, 1, s->out, on_token, s);
-    free(prompt);
+    int was_interrupted = interrupted;
+    interrupted = 0;
     text_stream_flush(&s->stream, stdout);
-    printf("\n");
+    if (end_line) printf("\n");
     fflush(stdout);
     s->turns++;
-    if (n_gen < 0) { fprintf(stderr, "error: %s\n", bn_last_error()); return TURN_ERROR; }
+    if (n_gen < 0) { free(prompt); fprintf(stderr, "error: %s\n", bn_last_error()); return TURN_ERROR; }
+    /* the cache now holds the prompt and every generated id but the last */
+    for (int i = 0; i < n_prompt && s->n_hist < s->n_ctx; i++) s->hist[s->n_hist++] = prompt[i];
+    for (int i = 0; i + 1 < n_gen && s->n_hist < s->n_ctx; i++) s->hist[s->n_hist++] = s->out[i];
+    free(prompt);
+    s->n_gen = n_gen;
 
     int np, ng;
     double tp, tg;
@@ -175,17 +243,38 @@ static int session_turn(session *s, const int32_t *ids, int n) {
     s->n_gen_total += ng; s->t_gen_total += tg;
 
     s->pending = (n_gen > 0 && !s->stopped_at_eog) ? s->out[n_gen - 1] : -1;
+    if (was_interrupted) {
+        if (s->pending >= 0 && s->n_hist < s->n_ctx) {   /* a stopped reply keeps what it said */
+            if (bn_eval(s->c, &s->pending, 1, NULL, 0) == 0) s->hist[s->n_hist++] = s->pending;
+            s->pending = -1;
+        }
+        if (s->tty) fprintf(stderr, "(stopped; Ctrl-C again at the prompt exits)\n");
+        return TURN_OK;
+    }
     /* bn_generate stops early only at the end of the context (or at our eog stop) */
-    if (!s->stopped_at_eog && n_gen < n_predict) { say_context_full(s); return TURN_CONTEXT_FULL; }
+    if (!s->stopped_at_eog && n_gen < n_predict) s->cut = 1;
     return TURN_OK;
+}
+
+/* Starts the cache again with ids[0..n) (nothing generated). 0, or -1 on an error. */
+static int session_refill(session *s, const int32_t *ids, int n) {
+    bn_reset(s->c);
+    s->pending = -1;
+    s->n_hist = 0;
+    if (n > s->n_ctx) n = s->n_ctx;
+    if (n > 0 && bn_eval(s->c, ids, n, NULL, 0) != 0) { fprintf(stderr, "error: %s\n", bn_last_error()); return -1; }
+    memmove(s->hist, ids, (size_t)n * sizeof *ids);
+    s->n_hist = n;
+    return 0;
 }
 
 static void session_timings(const session *s) {
     if (!s->o->show_timings || s->turns == 0) return;
     double tp = s->t_prompt_total, tg = s->t_gen_total;
-    fprintf(stderr, "timings: %d turns; prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads\n",
+    fprintf(stderr, "timings: %d turns; prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads, seed %llu\n",
             s->turns, s->n_prompt_total, tp, tp > 0 ? s->n_prompt_total / tp : 0.0,
-            s->n_gen_total, tg, tg > 0 ? s->n_gen_total / tg : 0.0, s->o->n_threads);
+            s->n_gen_total, tg, tg > 0 ? s->n_gen_total / tg : 0.0, s->o->n_threads,
+            (unsigned long long)s->o->s.seed);
 }
 
 static void show_prompt(const session *s) {
@@ -300,6 +389,58 @@ static char *format_conversation(int fmt, const conversation *cv, const char *eo
     return text;
 }
 
+/* Copies msgs[from..n) after msgs[0..n_head) into a new conversation. */
+static int conv_copy(conversation *dst, const conversation *src, int n_head, int from) {
+    memset(dst, 0, sizeof *dst);
+    for (int i = 0; i < src->n; i++) {
+        if (i >= n_head && i < from) continue;
+        if (conv_add(dst, src->m[i].role, src->m[i].content, strlen(src->m[i].content)) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Context shift for --chat. past holds the conversation as text ([system], u1, a1, ...,
+ * the current user message last). Drops the oldest user/assistant pairs until the kept
+ * ones, formatted with the generation prompt, plus `partial` (the reply so far) and room
+ * to go on fit the context; then *cv becomes the kept conversation, *prev its formatted
+ * text, and the cache holds all of it but the last id, which is returned in *last.
+ * Returns 0, 1 when even the current message alone does not fit, -1 on an error. */
+static int chat_shift(session *s, int fmt, const char *eos, const conversation *past, const char *partial,
+                      size_t partial_len, conversation *cv, char **prev, size_t *prev_len, int32_t *last) {
+    int n_sys = past->n > 0 && strcmp(past->m[0].role, "system") == 0;
+    for (int first = n_sys; first < past->n; first += 2) {
+        conversation kept;
+        if (conv_copy(&kept, past, n_sys, first) != 0) { conv_free(&kept); fprintf(stderr, "error: out of memory\n"); return -1; }
+        size_t len;
+        char *text = format_conversation(fmt, &kept, eos, &len);
+        char *full = text ? malloc(len + partial_len + 1) : NULL;
+        if (!full) { free(text); conv_free(&kept); fprintf(stderr, "error: out of memory\n"); return -1; }
+        memcpy(full, text, len);
+        if (partial_len) memcpy(full + len, partial, partial_len);
+        full[len + partial_len] = '\0';
+        int32_t *ids;
+        int n = encode(s->tok, full, len + partial_len, 1, 1, &ids);
+        free(full);
+        if (n < 0) { free(text); conv_free(&kept); return -1; }
+        if (n > 0 && n + reply_room(s) <= s->n_ctx) {
+            int rc = session_refill(s, ids, n - 1);
+            *last = ids[n - 1];
+            free(ids);
+            conv_free(cv);
+            *cv = kept;
+            free(*prev);
+            *prev = text;
+            *prev_len = len;
+            if (s->o->print_ids) fprintf(stderr, "context shift: kept %d of %d messages, %d tokens\n", kept.n, past->n, n);
+            return rc < 0 ? -1 : 0;
+        }
+        free(ids);
+        free(text);
+        conv_free(&kept);
+    }
+    return 1;
+}
+
 static int run_chat(session *s) {
     const options *o = s->o;
     int fmt = choose_format(o, s->tok);
@@ -313,16 +454,17 @@ static int run_chat(session *s) {
         if (e && (eos = malloc(n + 1)) != NULL) { memcpy(eos, e, n); eos[n] = '\0'; }
     }
 
-    conversation cv = {0};
+    conversation cv = {0};        /* as formatted into the cache (replies empty: their ids are there) */
+    conversation past = {0};      /* the same as text (replies as printed), for context shifts */
     line_reader lr = {0};
     char *prev = NULL;            /* the text formatted so far (its tokens are in the cache) */
     size_t prev_len = 0;
-    int rc = 0;
-    if (o->system && conv_add(&cv, "system", o->system, strlen(o->system)) != 0) {
-        fprintf(stderr, "error: out of memory\n");
-        rc = 2;
-    }
-    if (s->tty && rc == 0) fprintf(stderr, "type a message and press Enter; end with Ctrl-D\n");
+    int32_t *reply = malloc(((size_t)o->n_predict + 1) * sizeof *reply);
+    int rc = reply ? 0 : 2;
+    if (o->system && (conv_add(&cv, "system", o->system, strlen(o->system)) != 0 ||
+                      conv_add(&past, "system", o->system, strlen(o->system)) != 0)) rc = 2;
+    if (rc) fprintf(stderr, "error: out of memory\n");
+    if (s->tty && rc == 0) fprintf(stderr, "type a message and press Enter; Ctrl-C stops a reply; end with Ctrl-D\n");
     while (rc == 0) {
         show_prompt(s);
         int got = read_line(stdin, &lr);
@@ -335,7 +477,9 @@ static int run_chat(session *s) {
         lr.buf[len] = '\0';
         if (blank(lr.buf, len)) continue;
 
-        if (conv_add(&cv, "user", lr.buf, len) != 0) { fprintf(stderr, "error: out of memory\n"); rc = 2; break; }
+        if (conv_add(&cv, "user", lr.buf, len) != 0 || conv_add(&past, "user", lr.buf, len) != 0) {
+            fprintf(stderr, "error: out of memory\n"); rc = 2; break;
+        }
         char *text = format_conversation(fmt, &cv, eos, &len);
         if (!text) { fprintf(stderr, "error: out of memory\n"); rc = 2; break; }
         if (len < prev_len || (prev_len > 0 && memcmp(text, prev, prev_len) != 0)) {
@@ -347,27 +491,138 @@ static int run_chat(session *s) {
         }
         int32_t *ids;
         int n = encode(s->tok, text + prev_len, len - prev_len, prev_len == 0, 1, &ids);
-        free(prev);
-        prev = text;
-        prev_len = len;
-        if (n < 0) { rc = 2; break; }
-        int t = session_turn(s, ids, n);
+        if (n < 0) { free(text); rc = 2; break; }
+        replying = 1;                         /* until the reply (with its shifts) is over */
+        int n_reply = 0, t = session_turn_n(s, ids, n, o->n_predict, 0);
         free(ids);
-        if (t == TURN_ERROR) rc = 2;
-        if (t != TURN_OK) break;
+        int32_t last;
+        if (t == TURN_NO_ROOM) {
+            free(text);                       /* the shift formats the kept conversation itself */
+            int r = chat_shift(s, fmt, eos, &past, NULL, 0, &cv, &prev, &prev_len, &last);
+            if (r < 0) { rc = 2; break; }
+            if (r > 0) {
+                /* this message alone does not fit: one line, forget it, go on */
+                fprintf(stderr, "this message is too long for the context of %d tokens (raise --ctx, max %d): not sent\n",
+                        s->n_ctx, BN_N_CTX_MAX);
+                free(past.owned[--past.n]);
+                free(cv.owned[--cv.n]);
+                continue;
+            }
+            t = session_turn_n(s, &last, 1, o->n_predict, 0);
+        } else {
+            free(prev);
+            prev = text;
+            prev_len = len;
+        }
+        if (t == TURN_ERROR) { rc = 2; break; }
+        /* a reply that reached the end of the context goes on after a shift; when the kept
+         * turns are only this one, the older half of the reply so far goes too */
+        int reply_from = 0;
+        for (;;) {
+            int keep = s->n_gen - (s->stopped_at_eog ? 1 : 0);
+            if (keep > 0) memcpy(reply + n_reply, s->out, (size_t)keep * sizeof *reply);
+            n_reply += keep;
+            if (!s->cut || n_reply >= o->n_predict) break;
+            int r = 1;
+            while (r > 0 && reply_from < n_reply) {
+                long plen = bn_detokenize(reply + reply_from, n_reply - reply_from, 0, NULL, 0);
+                char *partial = plen >= 0 ? malloc((size_t)plen + 1) : NULL;
+                if (!partial) { r = -1; break; }
+                bn_detokenize(reply + reply_from, n_reply - reply_from, 0, partial, (size_t)plen + 1);
+                r = chat_shift(s, fmt, eos, &past, partial, (size_t)plen, &cv, &prev, &prev_len, &last);
+                free(partial);
+                if (r > 0) reply_from += (n_reply - reply_from + 1) / 2;
+            }
+            if (r < 0) { rc = 2; break; }
+            if (r > 0) { fprintf(stderr, "(the message alone fills the context of %d tokens: reply cut here)\n", s->n_ctx); break; }
+            t = session_turn_n(s, &last, 1, o->n_predict - n_reply, 0);
+            if (t != TURN_OK) { rc = 2; break; }
+        }
+        replying = 0;
+        interrupted = 0;
+        if (rc) break;
+        printf("\n");
+        fflush(stdout);
+        if (o->print_ids) print_ids("reply", reply, n_reply);
         /* the reply's tokens are in the cache; the message text after it is the format's own */
-        if (conv_add(&cv, "assistant", "", 0) != 0) { fprintf(stderr, "error: out of memory\n"); rc = 2; break; }
+        long rlen = bn_detokenize(reply, n_reply, 0, NULL, 0);
+        char *rtext = rlen >= 0 ? malloc((size_t)rlen + 1) : NULL;
+        if (rtext) bn_detokenize(reply, n_reply, 0, rtext, (size_t)rlen + 1);
+        if (!rtext || conv_add(&cv, "assistant", "", 0) != 0 || conv_add(&past, "assistant", rtext, (size_t)rlen) != 0) {
+            free(rtext);
+            fprintf(stderr, "error: out of memory\n"); rc = 2; break;
+        }
+        free(rtext);
     }
     free(prev);
     free(lr.buf);
     free(eos);
+    free(reply);
     conv_free(&cv);
+    conv_free(&past);
     return rc;
 }
 
 /* ------------------------------------------------------------------------------------ */
 /* Interactive continuation: plain text, no template                                    */
 /* ------------------------------------------------------------------------------------ */
+
+/* Context shift for -i: keep the first n_keep ids and the newer half of the rest (with the
+ * pending id); the cache holds all of them but the last, returned in *last. */
+static int plain_shift(session *s, int32_t *last) {
+    if (s->pending >= 0 && s->n_hist < s->n_ctx) s->hist[s->n_hist++] = s->pending;
+    s->pending = -1;
+    int keep = s->n_keep < s->n_hist ? s->n_keep : 0;
+    int rest = s->n_hist - keep, tail = rest / 2;
+    if (tail + keep > s->n_ctx / 2) tail = s->n_ctx / 2 - keep > 0 ? s->n_ctx / 2 - keep : 0;
+    memmove(s->hist + keep, s->hist + s->n_hist - tail, (size_t)tail * sizeof *s->hist);
+    int n = keep + tail;
+    if (n == 0) { bn_reset(s->c); s->n_hist = 0; return 1; }
+    *last = s->hist[n - 1];
+    if (s->o->print_ids) fprintf(stderr, "context shift: kept %d of %d tokens\n", n, s->n_hist);
+    return session_refill(s, s->hist, n - 1) < 0 ? -1 : 0;
+}
+
+/* One -i turn with context shifts. */
+static int plain_turn_shifting(session *s, const int32_t *ids, int n);
+
+static int plain_turn(session *s, const int32_t *ids, int n) {
+    replying = 1;
+    int t = plain_turn_shifting(s, ids, n);
+    replying = 0;
+    interrupted = 0;
+    printf("\n");
+    fflush(stdout);
+    return t;
+}
+
+static int plain_turn_shifting(session *s, const int32_t *ids, int n) {
+    int t = session_turn_n(s, ids, n, s->o->n_predict, 0);
+    if (t == TURN_NO_ROOM) {
+        int32_t last;
+        int r = plain_shift(s, &last);
+        if (r < 0) return TURN_ERROR;
+        if (r == 0) {
+            s->pending = last;               /* fed in front of this turn's ids */
+            s->hist[s->n_hist] = last;
+        }
+        t = session_turn_n(s, ids, n, s->o->n_predict, 0);
+        if (t == TURN_NO_ROOM) {
+            fprintf(stderr, "this text is too long for the context (%d tokens; raise --ctx, max %d): skipped\n",
+                    s->n_ctx, BN_N_CTX_MAX);
+            return TURN_OK;
+        }
+    }
+    int done = s->n_gen;
+    while (t == TURN_OK && s->cut && done < s->o->n_predict) {
+        int32_t last;
+        int r = plain_shift(s, &last);
+        if (r != 0) return r < 0 ? TURN_ERROR : TURN_OK;
+        t = session_turn_n(s, &last, 1, s->o->n_predict - done, 0);
+        done += s->n_gen;
+    }
+    return t;
+}
 
 static int run_interactive(session *s) {
     const options *o = s->o;
@@ -383,11 +638,12 @@ static int run_interactive(session *s) {
         for (int i = 0; i < n; i++) text_stream_put(&echo, ids[i], stdout);
         text_stream_flush(&echo, stdout);
         first = 0;
-        int t = session_turn(s, ids, n);
+        s->n_keep = n < s->n_ctx / 2 ? n : s->n_ctx / 2;
+        int t = plain_turn(s, ids, n);
         free(ids);
-        if (t != TURN_OK) return t == TURN_ERROR ? 2 : 0;
+        if (t != TURN_OK) return 2;
     }
-    if (s->tty) fprintf(stderr, "type text to continue and press Enter (an empty line continues); end with Ctrl-D\n");
+    if (s->tty) fprintf(stderr, "type text to continue and press Enter (an empty line continues); Ctrl-C stops a reply; end with Ctrl-D\n");
     for (;;) {
         show_prompt(s);
         int got = read_line(stdin, &lr);
@@ -400,11 +656,11 @@ static int run_interactive(session *s) {
             n = encode(s->tok, lr.buf, lr.len, first, o->parse_special, &ids);
             if (n < 0) { rc = 2; break; }
         }
+        if (first) s->n_keep = n < s->n_ctx / 2 ? n : s->n_ctx / 2;
         first = 0;
-        int t = session_turn(s, ids, n);
+        int t = plain_turn(s, ids, n);
         free(ids);
-        if (t == TURN_ERROR) rc = 2;
-        if (t != TURN_OK) break;
+        if (t == TURN_ERROR) { rc = 2; break; }
     }
     free(lr.buf);
     return rc;
@@ -442,13 +698,16 @@ int chat_run(const options *o) {
     s.tty = isatty(fileno(stdin));
     s.n_ctx = o->n_ctx ? o->n_ctx : options_default_ctx();
     s.out = malloc(((size_t)o->n_predict + 1) * sizeof *s.out);
-    if (!s.out) { fprintf(stderr, "error: out of memory\n"); return 2; }
+    s.hist = malloc(((size_t)s.n_ctx + 1) * sizeof *s.hist);
+    if (!s.out || !s.hist) { fprintf(stderr, "error: out of memory\n"); free(s.out); free(s.hist); return 2; }
     s.c = bn_create(s.n_ctx, o->n_threads);
-    if (!s.c) { fprintf(stderr, "error: %s\n", bn_last_error()); free(s.out); return 2; }
+    if (!s.c) { fprintf(stderr, "error: %s\n", bn_last_error()); free(s.out); free(s.hist); return 2; }
 
+    install_sigint();
     int rc = o->chat ? run_chat(&s) : run_interactive(&s);
     session_timings(&s);
     bn_free(s.c);
     free(s.out);
+    free(s.hist);
     return rc;
 }

@@ -33,7 +33,12 @@ typedef struct {
     double deadline;               /* CLOCK_MONOTONIC seconds */
     const http_limits *lim;
     http_error *err;
+    int idle;                      /* waiting for the next request of a kept-alive connection */
 } conn_reader;
+
+struct http_conn { conn_reader r; int requests; };
+
+static char common_headers[1024];  /* http_set_common_headers */
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -60,6 +65,7 @@ static int fill(conn_reader *r) {
         if (r->lim->stop && *r->lim->stop) return set_error(r->err, 0, "shutting down");
         double left = r->deadline - now_seconds();
         if (left <= 0) {
+            if (r->idle) return set_error(r->err, 0, "idle keep-alive connection");
             char msg[120];
             snprintf(msg, sizeof msg, "the request was not received within --timeout %d s", r->lim->timeout);
             return set_error(r->err, 408, msg);
@@ -70,7 +76,7 @@ static int fill(conn_reader *r) {
         if (pr < 0 && errno != EINTR) return set_error(r->err, 0, "poll failed");
         if (pr <= 0) continue;
         ssize_t n = recv(r->fd, r->buf + r->len, sizeof r->buf - r->len, 0);
-        if (n > 0) { r->len += (size_t)n; return (int)n; }
+        if (n > 0) { r->len += (size_t)n; r->idle = 0; return (int)n; }
         if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
         return set_error(r->err, 0, "the client closed the connection");
     }
@@ -194,6 +200,14 @@ static int parse_header(char *line, http_request *req, body_framing *bf, http_er
     } else if (strcasecmp(line, "Expect") == 0) {
         if (strcasecmp(v, "100-continue") != 0) return set_error(err, 417, "only 'Expect: 100-continue' is supported");
         bf->expect_continue = 1;
+    } else if (strcasecmp(line, "Connection") == 0) {
+        for (char *tok = v; *tok; ) {          /* a comma-separated list of options */
+            while (*tok == ' ' || *tok == '\t' || *tok == ',') tok++;
+            size_t k = strcspn(tok, ", \t");
+            if (k == 5 && strncasecmp(tok, "close", 5) == 0) req->keep_alive = 0;
+            else if (k == 10 && strncasecmp(tok, "keep-alive", 10) == 0) req->keep_alive = 1;
+            tok += k;
+        }
     } else if (strcasecmp(line, "Authorization") == 0) {
         if (vlen >= sizeof req->authorization) req->authorization_too_long = 1;
         else memcpy(req->authorization, v, vlen + 1);
@@ -264,16 +278,27 @@ static int read_chunked(conn_reader *r, http_request *req) {
     return 0;
 }
 
-int http_read_request(int fd, const http_limits *lim, http_request *req, http_error *err) {
+http_conn *http_conn_open(int fd) {
+    http_conn *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    c->r.fd = fd;
+    c->r.pos = c->r.len = 0;
+    c->requests = 0;
+    return c;
+}
+
+void http_conn_free(http_conn *c) { free(c); }
+
+int http_conn_read(http_conn *c, const http_limits *lim, http_request *req, http_error *err) {
     memset(req, 0, sizeof *req);
     memset(err, 0, sizeof *err);
-    conn_reader *r = malloc(sizeof *r);
-    if (!r) return set_error(err, 500, "out of memory");
-    r->fd = fd;
-    r->pos = r->len = 0;
+    conn_reader *r = &c->r;
+    int fd = r->fd;
     r->deadline = now_seconds() + lim->timeout;
     r->lim = lim;
     r->err = err;
+    r->idle = c->requests > 0 && r->pos == r->len;
+    c->requests++;
 
     size_t used = 0;
     int rc = -1;
@@ -282,6 +307,7 @@ int http_read_request(int fd, const http_limits *lim, http_request *req, http_er
     /* a connection closed before sending anything is not an error worth answering */
     if (!line) goto out;
     if (parse_request_line(line, req, err) < 0) goto out;
+    req->keep_alive = req->minor_version >= 1;      /* HTTP/1.1 keeps the connection by default */
     for (int n = 0;; n++) {
         line = read_line(r, &used, 431);
         if (!line) goto out;
@@ -312,8 +338,16 @@ int http_read_request(int fd, const http_limits *lim, http_request *req, http_er
     }
     rc = 0;
 out:
-    free(r);
+    (void)fd;
     if (rc < 0) { free(req->body); req->body = NULL; req->body_len = 0; }
+    return rc;
+}
+
+int http_read_request(int fd, const http_limits *lim, http_request *req, http_error *err) {
+    http_conn *c = http_conn_open(fd);
+    if (!c) { memset(req, 0, sizeof *req); return set_error(err, 500, "out of memory"); }
+    int rc = http_conn_read(c, lim, req, err);
+    http_conn_free(c);
     return rc;
 }
 
@@ -340,6 +374,7 @@ int http_send(int fd, const char *data, size_t n) {
 const char *http_status_text(int status) {
     switch (status) {
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 404: return "Not Found";
@@ -358,21 +393,31 @@ const char *http_status_text(int status) {
     return "Unknown";
 }
 
+void http_set_common_headers(const char *headers) {
+    snprintf(common_headers, sizeof common_headers, "%s", headers ? headers : "");
+}
+
 int http_respond_head(int fd, int status, const char *content_type, const char *extra_headers) {
-    char head[1024];
+    char head[2048];
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\nCache-Control: no-cache\r\n%s\r\n",
-                     status, http_status_text(status), content_type, extra_headers ? extra_headers : "");
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\nCache-Control: no-cache\r\n%s%s\r\n",
+                     status, http_status_text(status), content_type, common_headers, extra_headers ? extra_headers : "");
     if (n < 0 || (size_t)n >= sizeof head) return -1;
     return http_send(fd, head, (size_t)n);
 }
 
 int http_respond(int fd, int status, const char *content_type, const char *extra_headers,
                  const char *body, size_t body_len) {
-    char head[1024];
+    return http_respond_ka(fd, 0, status, content_type, extra_headers, body, body_len);
+}
+
+int http_respond_ka(int fd, int keep_alive, int status, const char *content_type, const char *extra_headers,
+                    const char *body, size_t body_len) {
+    char head[2048];
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n%s\r\n",
-                     status, http_status_text(status), content_type, body_len, extra_headers ? extra_headers : "");
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s%s\r\n",
+                     status, http_status_text(status), content_type, body_len, keep_alive ? "keep-alive" : "close",
+                     common_headers, extra_headers ? extra_headers : "");
     if (n < 0 || (size_t)n >= sizeof head) return -1;
     if (http_send(fd, head, (size_t)n) < 0) return -1;
     return http_send(fd, body, body_len);

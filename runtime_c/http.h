@@ -1,8 +1,9 @@
 /* http.h: the HTTP/1.1 side of the server (server.c): reading one request from a socket
  * under limits and a deadline, and writing responses.
  *
- * One request per connection: every response says "Connection: close" (clients reconnect;
- * it keeps the server's state per connection trivial). Bodies come with Content-Length or
+ * HTTP/1.1 keep-alive: a connection (http_conn) reads requests one after another, keeping
+ * bytes that arrive early (pipelining); HTTP/1.0 and "Connection: close" end it after the
+ * answer, and an idle kept-alive connection is closed without an answer after the timeout. Bodies come with Content-Length or
  * chunked Transfer-Encoding (both at once is refused: request smuggling). "Expect:
  * 100-continue" is answered before the body is read. Reading has one deadline for the whole
  * request, so a client that trickles bytes (slowloris) is cut off after --timeout seconds;
@@ -32,6 +33,7 @@ typedef struct {
     int minor_version;             /* HTTP/1.<minor> */
     char authorization[512];       /* the Authorization header value ("" if none) */
     int authorization_too_long;
+    int keep_alive;                /* HTTP/1.1 without "Connection: close", or "Connection: keep-alive" */
     char *body;                    /* malloc'ed, NUL-terminated (NULL if none) */
     size_t body_len;
 } http_request;
@@ -45,6 +47,11 @@ typedef struct {
 
 /* Reads one request. Returns 0, or -1 with *err filled. Free with http_request_free(). */
 int http_read_request(int fd, const http_limits *lim, http_request *req, http_error *err);
+/* The same on a connection that may carry several requests (keep-alive). */
+typedef struct http_conn http_conn;
+http_conn *http_conn_open(int fd);          /* NULL: out of memory */
+int http_conn_read(http_conn *c, const http_limits *lim, http_request *req, http_error *err);
+void http_conn_free(http_conn *c);          /* does not close fd */
 void http_request_free(http_request *req);
 
 /* Writes all of data (no SIGPIPE). Returns 0, or -1 if the peer is gone or the write timed out. */
@@ -52,6 +59,11 @@ int http_send(int fd, const char *data, size_t n);
 /* A complete response with Content-Length; extra_headers ("Name: value\r\n"..., or NULL). */
 int http_respond(int fd, int status, const char *content_type, const char *extra_headers,
                  const char *body, size_t body_len);
+/* The same, saying "Connection: keep-alive" when keep_alive. */
+int http_respond_ka(int fd, int keep_alive, int status, const char *content_type, const char *extra_headers,
+                    const char *body, size_t body_len);
+/* Header lines ("Name: value\r\n"...) added to every response (CORS), set before serving. */
+void http_set_common_headers(const char *headers);
 /* The head of a close-delimited response (for server-sent events). */
 int http_respond_head(int fd, int status, const char *content_type, const char *extra_headers);
 const char *http_status_text(int status);

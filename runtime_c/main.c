@@ -67,6 +67,27 @@ static int parse_ids(const char *s, int32_t **out) {
     return n;
 }
 
+/* Offset of the first byte that is not part of well-formed UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or -1 when all of it is. */
+static long utf8_invalid_at(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF;       /* the allowed range of the second byte */
+        if (c < 0x80) { i++; continue; }
+        else if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else return (long)i;
+        if (i + len > n || s[i + 1] < lo || s[i + 1] > hi) return (long)i;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return (long)i;
+        i += len;
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Generation                                                                           */
 /* ------------------------------------------------------------------------------------ */
@@ -123,8 +144,11 @@ int main(int argc, char **argv) {
     /* the prompt, as ids */
     int32_t *prompt = NULL;
     int n_prompt = 0;
+    long bad_utf8 = -1;         /* offset of the first byte of the prompt text that is not UTF-8 */
+    unsigned bad_byte = 0;
     if (o.ids) {
         n_prompt = parse_ids(o.ids, &prompt);
+        if (n_prompt == 0 && BN_BOS_ID >= 0) prompt[n_prompt++] = BN_BOS_ID;   /* like -p "": from BOS */
     } else {
         size_t len = 0;
         char *text;
@@ -135,6 +159,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "error: this model was built without a tokenizer; pass the prompt as token ids with --ids\n");
             return 2;
         }
+        bad_utf8 = utf8_invalid_at((const unsigned char *)text, len);
+        if (bad_utf8 >= 0) bad_byte = (unsigned char)text[bad_utf8];
         n_prompt = text_encode(text, len, 1, o.parse_special, &prompt);
         free(text);
         if (n_prompt < 0) { fprintf(stderr, "error: %s\n", bn_last_error()); return 2; }
@@ -143,13 +169,16 @@ int main(int argc, char **argv) {
 
     int n_ctx = o.n_ctx ? o.n_ctx : options_default_ctx();
     if (!o.n_ctx && n_ctx < BN_N_CTX_TRAIN)
-        fprintf(stderr, "note: using a %d-token context (the model was trained for %d); raise it with --ctx\n",
+        fprintf(stderr, "note: using a %d-token context (the model was trained for %d); raise it with --ctx (-c 0: all of it)\n",
                 n_ctx, BN_N_CTX_TRAIN);
     if (n_prompt >= n_ctx) {
         fprintf(stderr, "error: the prompt has %d tokens but the context holds %d; shorten it or raise --ctx (max %d)\n",
                 n_prompt, n_ctx, BN_N_CTX_MAX);
         return 2;
     }
+    if (bad_utf8 >= 0)          /* (after the errors: a refused prompt gets one line) */
+        fprintf(stderr, "warning: the prompt is not valid UTF-8 (byte 0x%02x at offset %ld); "
+                "invalid bytes are read as U+FFFD\n", bad_byte, bad_utf8);
     int n_predict = o.n_predict;
     if (n_prompt + n_predict > n_ctx) n_predict = n_ctx - n_prompt;
 
@@ -171,13 +200,24 @@ int main(int argc, char **argv) {
     printf("\n");
     fflush(stdout);
     if (n < 0) { fprintf(stderr, "error: %s\n", bn_last_error()); return 2; }
+    /* why generation ended: an end-of-generation token ("stop"), -n reached ("length"), or
+     * the context filled up first (also "length", announced: the output is shorter than asked) */
+    int eog = n > 0 && !o.ignore_eos && bn_is_eog(out[n - 1]);
+    int context_full = !eog && n == n_predict && n_predict < o.n_predict;
+    if (context_full && o.n_predict_unlimited)
+        fprintf(stderr, "note: the context is full (%d tokens) after %d generated tokens; raise --ctx (max %d) for more\n",
+                n_ctx, n, BN_N_CTX_MAX);
+    else if (context_full)
+        fprintf(stderr, "warning: the context is full (%d tokens): stopped after %d of the %d tokens asked for; "
+                "raise --ctx (max %d) or shorten the prompt\n", n_ctx, n, o.n_predict, BN_N_CTX_MAX);
     if (o.show_timings) {
         int np, ng;
         double tp, tg;
         bn_last_timings(c, &np, &tp, &ng, &tg);
-        fprintf(stderr, "timings: prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads, kernel %s\n",
+        fprintf(stderr, "timings: prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads, kernel %s, seed %llu, finish %s\n",
                 np, tp, tp > 0 ? np / tp : 0.0, ng, tg, tg > 0 ? (ng > 1 ? (ng - 1) / tg : ng / tg) : 0.0,
-                o.n_threads, kernel_pick(BN_KERNEL_LAYOUT)->name);
+                o.n_threads, kernel_pick(BN_KERNEL_LAYOUT)->name, (unsigned long long)o.s.seed,
+                eog ? "stop" : context_full ? "length (context full)" : "length");
     }
     free(out);
     free(prompt);

@@ -45,6 +45,28 @@ int bn_n_ctx_train(void) { return BN_N_CTX_TRAIN; }
 int bn_pos(const bn_context *c) { return c->pos; }
 int bn_n_ctx(const bn_context *c) { return c->n_ctx; }
 void bn_reset(bn_context *c) { c->pos = 0; }
+int bn_truncate(bn_context *c, int n) {
+    if (n < 0 || n > c->pos) { bn_set_error("cannot keep %d of %d cached tokens", n, c->pos); return -1; }
+    c->pos = n;
+    return 0;
+}
+
+/* Bytes of one KV cache element, and the (L, HKV, n_ctx_pad, D) cache of n_ctx positions. */
+static size_t kv_elem_bytes(void) { return BN_KV_TYPE == ATTN_KV_F32 ? 4 : BN_KV_TYPE == ATTN_KV_F16 ? 2 : 1; }
+static int ctx_pad(int n_ctx) { return (n_ctx + ATTN_CHUNK - 1) / ATTN_CHUNK * ATTN_CHUNK; }
+double bn_kv_cache_bytes(int n_ctx) {
+    double per_pos = 2.0 * BN_N_LAYER * BN_KV_DIM * (double)kv_elem_bytes()
+                   + (BN_KV_TYPE == ATTN_KV_Q8 ? 2.0 * BN_N_LAYER * BN_N_HEAD_KV * sizeof(float) : 0.0);
+    return per_pos * ctx_pad(n_ctx);
+}
+
+/* Query rows one attention work item gathers: a batch's rows times the heads of a group. */
+#define ATTN_NQ_MAX ((BN_BATCH * (BN_N_HEAD / BN_N_HEAD_KV) + ATTN_QB - 1) / ATTN_QB * ATTN_QB)
+/* A thread's attention buffers: queries [NQ][D], their limits [NQ], partial m, l [NQ] and
+ * o [NQ][D], then the segment kernel's scratch. */
+static size_t attn_work_bytes(void) {
+    return ((size_t)ATTN_NQ_MAX * (2 * BN_HEAD_DIM + 3)) * sizeof(float) + attn_scratch_bytes(ATTN_NQ_MAX, BN_HEAD_DIM);
+}
 
 bn_context *bn_create(int n_ctx, int n_threads) {
     if (!bn_blob()) { bn_set_error("bn_init() was not called or failed"); return NULL; }
@@ -57,8 +79,8 @@ bn_context *bn_create(int n_ctx, int n_threads) {
         return NULL;
     }
     /* Refuse a KV cache the machine cannot hold, before the kernel's overcommit lets us
-     * start and the OOM killer ends us later. */
-    double kv_bytes = 2.0 * BN_N_LAYER * (double)n_ctx * BN_KV_DIM * sizeof(float);
+     * start and the OOM killer ends us later (it is reserved, not touched, until used). */
+    double kv_bytes = bn_kv_cache_bytes(n_ctx);
     double phys = (double)platform_physical_memory();   /* 0: unknown */
     if (phys > 0 && kv_bytes > 0.8 * phys) {
         bn_set_error("a %d-token context needs %.0f MiB of KV cache, more than this machine's %.0f MiB of memory allows; "
@@ -71,23 +93,37 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     c->n_ctx = n_ctx;
     c->x = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
     c->xb = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
-    c->q = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->q = alloc_lines((size_t)BN_BATCH * BN_Q_DIM, sizeof(float), &failed);
     c->k = alloc_lines((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
     c->v = alloc_lines((size_t)BN_BATCH * BN_KV_DIM, sizeof(float), &failed);
-    c->att = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
+    c->att = alloc_lines((size_t)BN_BATCH * BN_Q_DIM, sizeof(float), &failed);
     c->hg = alloc_lines((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
     c->hu = alloc_lines((size_t)BN_BATCH * BN_N_FF, sizeof(float), &failed);
     c->tmp = alloc_lines((size_t)BN_BATCH * BN_N_EMBD, sizeof(float), &failed);
     c->xq = alloc_lines((size_t)BN_BATCH * KP_MAX, 1, &failed);
     c->xscale = alloc_lines(BN_BATCH, sizeof(float), &failed);
     c->acc = alloc_lines((size_t)BN_BATCH * ACC_MAX, sizeof(int32_t), &failed);
-    c->scores_stride = (n_ctx + 15) / 16 * 16;   /* whole cache lines per thread's row */
-    c->scores = alloc_lines((size_t)n_threads * (size_t)c->scores_stride, sizeof(float), &failed);
-    c->key_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
-    c->value_cache = alloc_zero((size_t)BN_N_LAYER * (size_t)n_ctx * BN_KV_DIM, sizeof(float), &failed);
+    c->n_ctx_pad = ctx_pad(n_ctx);
+    c->n_seg = (c->n_ctx_pad + ATTN_SEG - 1) / ATTN_SEG;
+    c->attn_part = alloc_zero((size_t)BN_BATCH * BN_N_HEAD * c->n_seg * (BN_HEAD_DIM + 2), sizeof(float), &failed);
+    size_t heads = (size_t)BN_N_LAYER * BN_N_HEAD_KV * (size_t)c->n_ctx_pad;
+    c->kv_bytes = heads * BN_HEAD_DIM * kv_elem_bytes();
+    c->key_cache = platform_reserve(c->kv_bytes);
+    c->value_cache = platform_reserve(c->kv_bytes);
+    if (!c->key_cache || !c->value_cache) failed = 1;
+    if (BN_KV_TYPE == ATTN_KV_Q8) {
+        c->key_scale = alloc_zero(heads, sizeof(float), &failed);
+        c->value_scale = alloc_zero(heads, sizeof(float), &failed);
+    }
     c->n_threads = n_threads;
     c->kernel = kernel_pick(BN_KERNEL_LAYOUT);
     if (!c->kernel) failed = 1;
+    c->attn = BN_HEAD_DIM % 16 == 0 ? attn_pick() : attn_by_name("scalar");   /* SIMD loops take 16 dims at a time */
+    c->attn_work = alloc_zero((size_t)n_threads, sizeof(void *), &failed);
+    for (int i = 0; !failed && i < n_threads; i++) {
+        c->attn_work[i] = platform_aligned_alloc(64, attn_work_bytes());
+        if (!c->attn_work[i]) failed = 1;
+    }
     if (!failed && c->kernel->scratch_bytes) {
         /* one lookup-table scratch per thread, 64-byte aligned */
         size_t bytes = (c->kernel->scratch_bytes(KP_MAX, BN_BATCH) + 63) / 64 * 64;
@@ -102,9 +138,9 @@ bn_context *bn_create(int n_ctx, int n_threads) {
         if (!c->pool) failed = 1;
     }
     if (failed) {
-        double mib = 2.0 * BN_N_LAYER * (double)n_ctx * BN_KV_DIM * sizeof(float) / (1 << 20);
         bn_free(c);
-        bn_set_error("out of memory for a context of %d tokens (KV cache %.0f MiB); lower --ctx", n_ctx, mib);
+        bn_set_error("out of memory for a context of %d tokens (KV cache %.0f MiB); lower --ctx", n_ctx,
+                     kv_bytes / (1 << 20));
         return NULL;
     }
     return c;
@@ -116,9 +152,15 @@ void bn_free(bn_context *c) {
     if (c->scratch)
         for (int i = 0; i < c->n_threads; i++) platform_aligned_free(c->scratch[i]);
     free(c->scratch);
-    void *lines[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->hg, c->hu, c->tmp, c->xq, c->xscale, c->acc, c->scores};
+    if (c->attn_work)
+        for (int i = 0; i < c->n_threads; i++) platform_aligned_free(c->attn_work[i]);
+    free(c->attn_work);
+    void *lines[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->hg, c->hu, c->tmp, c->xq, c->xscale, c->acc};
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) platform_aligned_free(lines[i]);
-    free(c->key_cache); free(c->value_cache);
+    platform_release(c->key_cache, c->kv_bytes);
+    platform_release(c->value_cache, c->kv_bytes);
+    free(c->key_scale); free(c->value_scale);
+    free(c->attn_part);
     free(c);
 }
 
@@ -190,7 +232,7 @@ static void quantize_row(bn_context *c, const float *x, int t, int K, int KP) {
     c->xscale[t] = as;
 }
 
-/* Per-token work of a batch (normalising, quantizing) is dealt round-robin over the pool
+/* Per-token work of a batch (normalising, quantizing) is one tile per token over the pool
  * when there is more than one token; a single token is done inline (no barrier). */
 typedef struct {
     bn_context *c;
@@ -200,17 +242,15 @@ typedef struct {
     int n, dim, KP;
 } rows_task;
 
-static void rows_worker(void *arg, int ith, int nth) {
+static void rows_worker(void *arg, int i, int thread) {
     rows_task *t = arg;
-    for (int i = ith; i < t->n; i += nth) {
-        if (t->out) rmsnorm(t->out + (size_t)i * t->dim, t->x + (size_t)i * t->dim, t->w, t->dim);
-        else quantize_row(t->c, t->x, i, t->dim, t->KP);
-    }
+    (void)thread;
+    if (t->out) rmsnorm(t->out + (size_t)i * t->dim, t->x + (size_t)i * t->dim, t->w, t->dim);
+    else quantize_row(t->c, t->x, i, t->dim, t->KP);
 }
 
 static void run_rows(bn_context *c, rows_task *t) {
-    if (t->n == 1) rows_worker(t, 0, 1);
-    else bn_pool_run(c->pool, rows_worker, t);
+    bn_pool_tiles(c->pool, t->n, rows_worker, t);
 }
 
 /* out (n, dim) = rmsnorm of each row of x, times w (out may be x). */
@@ -239,6 +279,8 @@ typedef struct {
     int n_parts;              /* 1..3 */
     int glu;                  /* parts are (gate, up): finish with gate = act(gate) * up */
     matmul_part part[3];
+    int tile_rows;            /* rows per tile, a multiple of 32 */
+    int first_tile[4];        /* tiles of part p: [first_tile[p], first_tile[p + 1]) */
 } matmul_task;
 
 /* The FFN activation, rounded once from double like the reference (relu^2 or SiLU). */
@@ -247,37 +289,39 @@ static float ffn_act(float g) {
     return (float)((double)g / (1.0 + exp_f64(-(double)g)));
 }
 
-static int round_up_32(int v) { return (v + 31) / 32 * 32; }
+/* Tiles: the threads claim them one at a time (threads.c), so a descheduled or slower
+ * core holds back one tile, not a fixed 1/nth share. A tile should be worth far more than
+ * a claim (tens of nanoseconds) and leave every thread several: about TILE_WORK weights x
+ * tokens (128 rows of a 2560-wide matrix for one token: 80 KiB of i2s weights, a few
+ * microseconds), at least one 32-row unit (the lookup-table layouts store rows in tiles of
+ * 32), and for the lookup-table kernels, which rebuild their tables from the activations
+ * in every call (about one unit's work), at least LUT_TILE_UNITS units. One thread gets
+ * one tile per matrix: each tile restarts the kernel and its prefetching. */
+#define TILE_WORK (128 * 2560)
+#define LUT_TILE_UNITS 8
 
-/* The rows of all parts, laid end to end, are split into one contiguous range per thread
- * (so q, k and v together are balanced even when k and v alone have fewer tiles than
- * threads); within each part a range starts and ends on a 32-row tile (the lookup-table
- * layouts store rows in tiles of 32). Gate and up are split alike instead, row by row the
- * same, because each thread finishes its rows with act(gate) * up. Each thread rescales
- * its own rows, so one bn_pool_run (one barrier) covers the whole fused matmul. */
-static void matmul_worker(void *arg, int ith, int nth) {
+static int tile_units(int units, double unit_work, int min_units, int nth) {
+    if (nth == 1) return units > 0 ? units : 1;    /* one thread: one call, as few restarts as possible */
+    int u = (int)(TILE_WORK / unit_work + 0.999);
+    if (u < min_units) u = min_units;
+    if (u > units) u = units > 0 ? units : 1;
+    return u;
+}
+
+/* Tile j covers rows [r0, r1) of one part; tiles of parts laid end to end (q, k, v). Gate
+ * and up share their tiles instead (same rows of both), because the tile finishes with
+ * act(gate) * up. Each tile rescales its own rows in their fixed order, so which thread
+ * runs it changes nothing; one bn_pool_tiles (one barrier) covers the whole fused matmul. */
+static void matmul_worker(void *arg, int tile, int thread) {
     matmul_task *t = arg;
     const ternary_kernel *k = t->c->kernel;
-    void *scratch = t->c->scratch ? t->c->scratch[ith] : NULL;
-    int total = 0;
-    for (int p = 0; p < t->n_parts; p++) total += t->part[p].M;
-    const int chunk = (total + nth - 1) / nth;
-    int offset = 0;                                      /* first row of part p, end to end */
-    for (int p = 0; p < t->n_parts; p++) {
-        const matmul_part *pt = &t->part[p];
-        int r0, r1;
-        if (t->glu) {
-            int c = round_up_32((pt->M + nth - 1) / nth);
-            r0 = ith * c;
-            r1 = r0 + c;
-        } else {
-            r0 = round_up_32(ith * chunk - offset);
-            r1 = round_up_32((ith + 1) * chunk - offset);
-        }
-        offset += pt->M;
-        r0 = r0 < 0 ? 0 : (r0 > pt->M ? pt->M : r0);
-        r1 = r1 < 0 ? 0 : (r1 > pt->M ? pt->M : r1);
-        if (r0 >= r1) continue;
+    void *scratch = t->c->scratch ? t->c->scratch[thread] : NULL;
+    int p = 0;
+    while (!t->glu && tile >= t->first_tile[p + 1]) p++;
+    const int r0 = (tile - t->first_tile[p]) * t->tile_rows;
+    for (int q = p; q < (t->glu ? 2 : p + 1); q++) {
+        const matmul_part *pt = &t->part[q];
+        const int r1 = r0 + t->tile_rows < pt->M ? r0 + t->tile_rows : pt->M;
         const uint8_t *w = bn_blob() + pt->w->offset;
         if (t->n == 1) k->gemv(w, t->c->xq, pt->acc, t->KP, r0, r1, scratch);
         else k->gemm(w, t->c->xq, pt->acc, t->n, pt->M, t->KP, r0, r1, scratch);
@@ -287,7 +331,7 @@ static void matmul_worker(void *arg, int ith, int nth) {
             float *o = pt->out + (size_t)i * pt->M;
             for (int r = r0; r < r1; r++) o[r] = (float)acc[r] / as * pt->w->scale;
         }
-        if (t->glu && p == 1) {           /* gate and up have the same M, so the same rows */
+        if (t->glu && q == 1) {           /* gate and up have the same M, so the same rows */
             const matmul_part *g = &t->part[0];
             for (int i = 0; i < t->n; i++) {
                 float *go = g->out + (size_t)i * g->M;
@@ -303,14 +347,20 @@ static void matmul_worker(void *arg, int ith, int nth) {
 static void ternary_matmul_fused(bn_context *c, const float *x, int n, int K, int KP, int glu,
                                  int n_parts, const matmul_part *parts) {
     quantize_rows(c, x, n, K, KP);
-    matmul_task t = {c, n, KP, n_parts, glu, {{0}}};
+    matmul_task t = {c, n, KP, n_parts, glu, {{0}}, 0, {0}};
     int32_t *acc = c->acc;
+    int units = 0;
     for (int p = 0; p < n_parts; p++) {
         t.part[p] = parts[p];
         t.part[p].acc = acc;
         acc += (size_t)n * parts[p].M;
+        units += (parts[p].M + 31) / 32;
     }
-    bn_pool_run(c->pool, matmul_worker, &t);
+    if (glu) units = (parts[0].M + 31) / 32;
+    t.tile_rows = 32 * tile_units(units, 32.0 * KP * n * (glu ? 2 : 1), c->kernel->scratch_bytes ? LUT_TILE_UNITS : 1, bn_pool_size(c->pool));
+    for (int p = 0; p < n_parts; p++)
+        t.first_tile[p + 1] = t.first_tile[p] + (glu && p ? 0 : (parts[p].M + t.tile_rows - 1) / t.tile_rows);
+    bn_pool_tiles(c->pool, t.first_tile[n_parts], matmul_worker, &t);
 }
 
 static void ternary_matmul(bn_context *c, float *out, const float *x, int n, int K, int KP,
@@ -347,64 +397,147 @@ static void rope(float *v, const float *cs) {
     }
 }
 
-typedef struct {
-    bn_context *c;           /* the context whose buffers hold this batch */
-    int layer, n;
-} attn_task;
-
-/* Work item = (token, head), numbered token-major; thread ith takes items ith, ith + nth, ...
- * A causal item costs in proportion to its position, so contiguous ranges would give the
- * last thread the longest rows of a prompt batch; dealt round-robin, every thread gets
- * about H / nth heads of every token. Each item writes its own 128-float slice of att. */
-static void attention_worker(void *arg, int ith, int nth) {
-    attn_task *t = arg;
-    bn_context *c = t->c;
-    const int items = t->n * BN_N_HEAD;
-    float *scores = c->scores + (size_t)ith * c->scores_stride;
-    const float sqrt_d = sqrtf((float)BN_HEAD_DIM);
-    for (int it = ith; it < items; it += nth) {
-        int tok = it / BN_N_HEAD, h = it % BN_N_HEAD;
-        int kvh = h / (BN_N_HEAD / BN_N_HEAD_KV);
-        int pos = c->row_pos[tok];
-        const bn_context *owner = c->row_owner[tok];      /* whose KV cache this row reads */
-        const float *kc = owner->key_cache + (size_t)t->layer * owner->n_ctx * BN_KV_DIM;
-        const float *vc = owner->value_cache + (size_t)t->layer * owner->n_ctx * BN_KV_DIM;
-        const float *q = c->q + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
-        const float *kh = kc + kvh * BN_HEAD_DIM;         /* this head's key at position 0 */
-        int s = 0;
-        for (; s + 4 <= pos + 1; s += 4) {                  /* four positions at once: four */
-            const float *k0 = kh + (size_t)s * BN_KV_DIM;   /* independent chains, each summed */
-            const float *k1 = k0 + BN_KV_DIM, *k2 = k1 + BN_KV_DIM, *k3 = k2 + BN_KV_DIM;  /* in order */
-            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+/* Store a row's new key and value (KV floats each, after RoPE) at position pos of layer l
+ * in owner's cache, rounded to the cache type (q8: per head, scale = max|x| / 127 and codes
+ * round(x / scale), half to even). */
+static void kv_store(bn_context *owner, int l, int pos, const float *k, const float *v) {
+    for (int g = 0; g < BN_N_HEAD_KV; g++) {
+        const size_t head = (size_t)l * BN_N_HEAD_KV + g;
+        const size_t kb = (head * owner->n_ctx_pad + (size_t)(pos / ATTN_KB) * ATTN_KB) * BN_HEAD_DIM + pos % ATTN_KB;
+        const size_t vb = (head * owner->n_ctx_pad + (size_t)pos) * BN_HEAD_DIM;
+        const float *kg = k + g * BN_HEAD_DIM, *vg = v + g * BN_HEAD_DIM;
+        if (BN_KV_TYPE == ATTN_KV_F32) {
+            float *K = owner->key_cache, *V = owner->value_cache;
+            for (int d = 0; d < BN_HEAD_DIM; d++) { K[kb + (size_t)d * ATTN_KB] = kg[d]; V[vb + d] = vg[d]; }
+        } else if (BN_KV_TYPE == ATTN_KV_F16) {
+            uint16_t *K = owner->key_cache, *V = owner->value_cache;
             for (int d = 0; d < BN_HEAD_DIM; d++) {
-                d0 += q[d] * k0[d];
-                d1 += q[d] * k1[d];
-                d2 += q[d] * k2[d];
-                d3 += q[d] * k3[d];
+                K[kb + (size_t)d * ATTN_KB] = attn_f32_to_f16(kg[d]);
+                V[vb + d] = attn_f32_to_f16(vg[d]);
             }
-            scores[s] = d0 / sqrt_d;
-            scores[s + 1] = d1 / sqrt_d;
-            scores[s + 2] = d2 / sqrt_d;
-            scores[s + 3] = d3 / sqrt_d;
-        }
-        for (; s <= pos; s++) {
-            const float *k = kh + (size_t)s * BN_KV_DIM;
-            float dot = 0.0f;
-            for (int d = 0; d < BN_HEAD_DIM; d++) dot += q[d] * k[d];
-            scores[s] = dot / sqrt_d;
-        }
-        float maxs = -INFINITY;
-        for (s = 0; s <= pos; s++) maxs = scores[s] > maxs ? scores[s] : maxs;
-        float sum = 0.0f;
-        for (s = 0; s <= pos; s++) { scores[s] = (float)exp_f64((double)(scores[s] - maxs)); sum += scores[s]; }
-        float *out = c->att + (size_t)tok * BN_N_EMBD + h * BN_HEAD_DIM;
-        for (int d = 0; d < BN_HEAD_DIM; d++) out[d] = 0.0f;
-        for (s = 0; s <= pos; s++) {
-            float p = scores[s] / sum;
-            const float *v = vc + (size_t)s * BN_KV_DIM + kvh * BN_HEAD_DIM;
-            for (int d = 0; d < BN_HEAD_DIM; d++) out[d] += p * v[d];
+        } else {
+            int8_t *K = owner->key_cache, *V = owner->value_cache;
+            const size_t si = head * owner->n_ctx_pad + (size_t)pos;
+            float ka = 0.0f, va = 0.0f;
+            for (int d = 0; d < BN_HEAD_DIM; d++) { ka = fmaxf(ka, fabsf(kg[d])); va = fmaxf(va, fabsf(vg[d])); }
+            float ks = ka / 127.0f, vs = va / 127.0f;
+            owner->key_scale[si] = ks;
+            owner->value_scale[si] = vs;
+            for (int d = 0; d < BN_HEAD_DIM; d++) {
+                K[kb + (size_t)d * ATTN_KB] = (int8_t)(ks > 0.0f ? round_half_even(kg[d] / ks) : 0.0f);
+                V[vb + d] = (int8_t)(vs > 0.0f ? round_half_even(vg[d] / vs) : 0.0f);
+            }
         }
     }
+}
+
+/* Layer l, KV head g of a context's cache, for the attention kernels. */
+static attn_kv kv_head(const bn_context *owner, int l, int g) {
+    const size_t head = (size_t)l * BN_N_HEAD_KV + g;
+    const size_t e = kv_elem_bytes();
+    attn_kv kv = {BN_KV_TYPE, BN_HEAD_DIM,
+                  (const char *)owner->key_cache + head * owner->n_ctx_pad * BN_HEAD_DIM * e,
+                  (const char *)owner->value_cache + head * owner->n_ctx_pad * BN_HEAD_DIM * e,
+                  owner->key_scale ? owner->key_scale + head * owner->n_ctx_pad : NULL,
+                  owner->value_scale ? owner->value_scale + head * owner->n_ctx_pad : NULL};
+    return kv;
+}
+
+/* The attention of a batch as work items. Rows with the same owner form a group (a prompt
+ * chunk is one group; batched decoding has one row per group). An item is (group, KV head
+ * g, segment j): the group's rows times the G query heads that share g, against keys
+ * [j * ATTN_SEG, (j + 1) * ATTN_SEG). Each writes per-segment partials; a second pass
+ * merges them in segment order. Items are fixed by positions and handed out as tiles (any
+ * free thread takes the next), so the result does not depend on the thread count. */
+#define ATTN_G (BN_N_HEAD / BN_N_HEAD_KV)
+typedef struct {
+    bn_context *c;           /* the context whose buffers hold this batch */
+    int layer;
+    int n_groups;
+    int row0[BN_BATCH + 1];  /* group i is rows [row0[i], row0[i + 1]) */
+    int nseg[BN_BATCH];      /* segments group i's last row sees */
+    int item0[BN_BATCH + 1]; /* first item of group i */
+} attn_task;
+
+static float *attn_part_at(const bn_context *c, int row, int head, int seg) {
+    return c->attn_part + (((size_t)row * BN_N_HEAD + head) * c->n_seg + seg) * (BN_HEAD_DIM + 2);
+}
+
+static void attention_item(void *arg, int it, int thread) {
+    attn_task *t = arg;
+    bn_context *c = t->c;
+    float *qbuf = c->attn_work[thread];                            /* [NQ][D] */
+    float *obuf = qbuf + (size_t)ATTN_NQ_MAX * BN_HEAD_DIM;        /* [NQ][D] */
+    float *mbuf = obuf + (size_t)ATTN_NQ_MAX * BN_HEAD_DIM;        /* [NQ] */
+    float *lbuf = mbuf + ATTN_NQ_MAX;                              /* [NQ] */
+    int *lim = (int *)(lbuf + ATTN_NQ_MAX);                        /* [NQ] */
+    void *scratch = lim + ATTN_NQ_MAX;
+    {
+        int gi = 0;
+        while (t->item0[gi + 1] <= it) gi++;
+        const int local = it - t->item0[gi];
+        const int g = local / t->nseg[gi], seg = local % t->nseg[gi];
+        const int r0 = t->row0[gi], r1 = t->row0[gi + 1];
+        int nq = 0;
+        for (int r = r0; r < r1; r++)
+            for (int j = 0; j < ATTN_G; j++, nq++) {
+                memcpy(qbuf + (size_t)nq * BN_HEAD_DIM, c->q + (size_t)r * BN_Q_DIM + (size_t)(g * ATTN_G + j) * BN_HEAD_DIM,
+                       BN_HEAD_DIM * sizeof(float));
+                lim[nq] = c->row_pos[r];
+            }
+        attn_kv kv = kv_head(c->row_owner[r0], t->layer, g);
+        attn_segment(c->attn, &kv, qbuf, lim, nq, seg * ATTN_SEG, (seg + 1) * ATTN_SEG, mbuf, lbuf, obuf, scratch);
+        nq = 0;
+        for (int r = r0; r < r1; r++)
+            for (int j = 0; j < ATTN_G; j++, nq++) {
+                float *p = attn_part_at(c, r, g * ATTN_G + j, seg);
+                p[0] = mbuf[nq];
+                p[1] = lbuf[nq];
+                memcpy(p + 2, obuf + (size_t)nq * BN_HEAD_DIM, BN_HEAD_DIM * sizeof(float));
+            }
+    }
+}
+
+/* att[row][head] = the merge of the row's segments in order, divided by its sum. */
+static void attention_merge_one(bn_context *c, const attn_task *t, int gi, int r, int h) {
+    float *out = c->att + (size_t)r * BN_Q_DIM + (size_t)h * BN_HEAD_DIM;
+    float M = -INFINITY, L = 0.0f;
+    for (int d = 0; d < BN_HEAD_DIM; d++) out[d] = 0.0f;
+    for (int seg = 0; seg < t->nseg[gi]; seg++) {
+        const float *p = attn_part_at(c, r, h, seg);
+        attn_merge(&M, &L, out, p[0], p[1], p + 2, BN_HEAD_DIM);
+    }
+    for (int d = 0; d < BN_HEAD_DIM; d++) out[d] /= L;
+}
+
+static void attention_merge_worker(void *arg, int ith, int nth) {
+    attn_task *t = arg;
+    for (int gi = 0; gi < t->n_groups; gi++)
+        for (int r = t->row0[gi]; r < t->row0[gi + 1]; r++)
+            for (int h = 0; h < BN_N_HEAD; h++)
+                if ((r * BN_N_HEAD + h) % nth == ith) attention_merge_one(t->c, t, gi, r, h);
+}
+
+/* c->att (n, E) = causal attention of the batch's queries c->q against each row's cache. */
+static void attention(bn_context *c, int layer, int n) {
+    attn_task t;
+    t.c = c; t.layer = layer; t.n_groups = 0;
+    t.item0[0] = 0;
+    for (int r = 0; r < n; ) {
+        int r1 = r + 1;
+        while (r1 < n && c->row_owner[r1] == c->row_owner[r]) r1++;
+        int last = 0;
+        for (int i = r; i < r1; i++) last = c->row_pos[i] > last ? c->row_pos[i] : last;
+        t.row0[t.n_groups] = r;
+        t.nseg[t.n_groups] = last / ATTN_SEG + 1;
+        t.item0[t.n_groups + 1] = t.item0[t.n_groups] + BN_N_HEAD_KV * t.nseg[t.n_groups];
+        t.n_groups++;
+        r = r1;
+    }
+    t.row0[t.n_groups] = n;
+    bn_pool_tiles(c->pool, t.item0[t.n_groups], attention_item, &t);
+    if (n == 1) attention_merge_worker(&t, 0, 1);
+    else bn_pool_run(c->pool, attention_merge_worker, &t);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -423,23 +556,29 @@ static void forward_rows(bn_context *c, const int32_t *tokens, int n) {
 
         /* attention block */
         rmsnorm_rows(c, c->xb, c->x, f32_at(L->attn_norm), n, BN_N_EMBD);
-        matmul_part qkv[3] = {{&L->wq, BN_N_EMBD, c->q, NULL}, {&L->wk, BN_KV_DIM, c->k, NULL},
+        matmul_part qkv[3] = {{&L->wq, BN_Q_DIM, c->q, NULL}, {&L->wk, BN_KV_DIM, c->k, NULL},
                               {&L->wv, BN_KV_DIM, c->v, NULL}};
         ternary_matmul_fused(c, c->xb, n, BN_N_EMBD, BN_KP_EMBD, 0, 3, qkv);
         for (int t = 0; t < n; t++) {
             const float *cs = c->rope_cs + (size_t)t * BN_ROPE_DIM;
-            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_N_EMBD + h * BN_HEAD_DIM, cs);
+            if (BN_QK_NORM) {   /* Qwen3: RMSNorm of each q and k head before RoPE */
+                for (int h = 0; h < BN_N_HEAD; h++) {
+                    float *qh = c->q + (size_t)t * BN_Q_DIM + h * BN_HEAD_DIM;
+                    rmsnorm(qh, qh, f32_at(L->attn_q_norm), BN_HEAD_DIM);
+                }
+                for (int h = 0; h < BN_N_HEAD_KV; h++) {
+                    float *kh = c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM;
+                    rmsnorm(kh, kh, f32_at(L->attn_k_norm), BN_HEAD_DIM);
+                }
+            }
+            for (int h = 0; h < BN_N_HEAD; h++) rope(c->q + (size_t)t * BN_Q_DIM + h * BN_HEAD_DIM, cs);
             for (int h = 0; h < BN_N_HEAD_KV; h++) rope(c->k + (size_t)t * BN_KV_DIM + h * BN_HEAD_DIM, cs);
-            bn_context *owner = c->row_owner[t];
-            size_t at_kv = ((size_t)l * owner->n_ctx + (size_t)c->row_pos[t]) * BN_KV_DIM;
-            memcpy(owner->key_cache + at_kv, c->k + (size_t)t * BN_KV_DIM, BN_KV_DIM * sizeof(float));
-            memcpy(owner->value_cache + at_kv, c->v + (size_t)t * BN_KV_DIM, BN_KV_DIM * sizeof(float));
+            kv_store(c->row_owner[t], l, c->row_pos[t], c->k + (size_t)t * BN_KV_DIM, c->v + (size_t)t * BN_KV_DIM);
         }
-        attn_task at = {c, l, n};
-        bn_pool_run(c->pool, attention_worker, &at);
+        attention(c, l, n);
         if (BN_SUB_NORMS)
             rmsnorm_rows(c, c->att, c->att, f32_at(L->attn_sub_norm), n, BN_N_EMBD);
-        ternary_matmul(c, c->tmp, c->att, n, BN_N_EMBD, BN_KP_EMBD, &L->wo, BN_N_EMBD);
+        ternary_matmul(c, c->tmp, c->att, n, BN_Q_DIM, BN_KP_Q, &L->wo, BN_N_EMBD);
         for (size_t i = 0; i < (size_t)n * BN_N_EMBD; i++) c->x[i] += c->tmp[i];
 
         /* feed-forward block */
@@ -467,21 +606,26 @@ static void forward_batch(bn_context *c, const int32_t *tokens, int n) {
 typedef struct {
     const head_input *in;   /* normed final hidden state (E), quantized for integer heads */
     float *logits;          /* (V) */
+    int tile_rows;          /* vocabulary rows per tile, a multiple of 32 */
 } head_task;
 
-static void head_worker(void *arg, int ith, int nth) {
+static void head_worker(void *arg, int tile, int thread) {
     head_task *t = arg;
-    int chunk = (BN_N_VOCAB + nth - 1) / nth;
-    int v0 = ith * chunk, v1 = v0 + chunk < BN_N_VOCAB ? v0 + chunk : BN_N_VOCAB;
-    if (v0 < v1) head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, t->in, t->logits, v0, v1);
+    (void)thread;
+    int v0 = tile * t->tile_rows, v1 = v0 + t->tile_rows < BN_N_VOCAB ? v0 + t->tile_rows : BN_N_VOCAB;
+    head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, t->in, t->logits, v0, v1);
 }
 
 static void compute_logits(bn_context *c, int token_in_batch, float *logits) {
     float *xn = c->xb;   /* reuse: (E) */
     rmsnorm(xn, c->x + (size_t)token_in_batch * BN_N_EMBD, f32_at(BN_WEIGHTS_INDEX.output_norm), BN_N_EMBD);
     head_prepare(&c->head_in, BN_HEAD_TYPE, xn);   /* q8/q6/q4: quantize xn once, for all threads */
-    head_task t = {&c->head_in, logits};
-    bn_pool_run(c->pool, head_worker, &t);
+    const int units = (BN_N_VOCAB + 31) / 32;
+    /* work of a head row in i2s-weight equivalents: its bytes over a ternary row's (E / 4) */
+    const double row_cost = BN_HEAD_TYPE == BN_MAT_F32 ? 16.0 : BN_HEAD_TYPE == BN_MAT_F16 ? 8.0
+                          : BN_HEAD_TYPE == BN_MAT_Q8 ? 4.0 : BN_HEAD_TYPE == BN_MAT_Q6 ? 3.25 : 2.25;
+    head_task t = {&c->head_in, logits, 32 * tile_units(units, 32.0 * BN_N_EMBD * row_cost, 1, bn_pool_size(c->pool))};
+    bn_pool_tiles(c->pool, (BN_N_VOCAB + t.tile_rows - 1) / t.tile_rows, head_worker, &t);
 }
 
 int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode) {
@@ -528,5 +672,64 @@ int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *lo
     for (int i = 0; i < n; i++) cs[i]->pos++;
     if (logits)
         for (int i = 0; i < n; i++) compute_logits(work, i, logits + (size_t)i * BN_N_VOCAB);
+    return 0;
+}
+
+/* Logits of several rows of work's batch at once: the head's rows are visited in blocks,
+ * each block scored against every row's input while it is in cache (one pass over the head
+ * for all rows). Each logit is the same head_rows computation as compute_logits makes. */
+#define HEAD_BLOCK 32
+typedef struct {
+    const head_input *in;    /* (n) */
+    float *logits;           /* (n, V) */
+    int n;
+} head_batch_task;
+
+static void head_batch_worker(void *arg, int ith, int nth) {
+    head_batch_task *t = arg;
+    int chunk = (BN_N_VOCAB + nth - 1) / nth;
+    int v0 = ith * chunk, v1 = v0 + chunk < BN_N_VOCAB ? v0 + chunk : BN_N_VOCAB;
+    for (int b = v0; b < v1; b += HEAD_BLOCK) {
+        int e = b + HEAD_BLOCK < v1 ? b + HEAD_BLOCK : v1;
+        for (int i = 0; i < t->n; i++)
+            head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, &t->in[i], t->logits + (size_t)i * BN_N_VOCAB, b, e);
+    }
+}
+
+int bn_eval_rows(bn_context *work, bn_context *const *cs, const int32_t *tokens, int n,
+                 const unsigned char *want_logits, float *logits) {
+    if (n < 1 || n > BN_BATCH) { bn_set_error("batch of %d rows is outside 1..%d", n, BN_BATCH); return -1; }
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= BN_N_VOCAB) {
+            bn_set_error("token id %d is outside the vocabulary (0..%d)", (int)tokens[i], BN_N_VOCAB - 1);
+            return -1;
+        }
+        if (cs[i]->n_ctx > work->n_ctx) { bn_set_error("row %d has a larger context than the work context", i); return -1; }
+        int pos = cs[i]->pos;
+        for (int j = 0; j < i; j++) pos += cs[j] == cs[i];
+        if (pos + 1 > cs[i]->n_ctx) { bn_set_error("context full for row %d", i); return -1; }
+        work->row_owner[i] = cs[i];
+        work->row_pos[i] = pos;
+    }
+    forward_rows(work, tokens, n);
+    for (int i = 0; i < n; i++) cs[i]->pos++;
+    if (!logits || !want_logits) return 0;
+    int m = 0;
+    for (int i = 0; i < n; i++) m += want_logits[i] != 0;
+    if (m == 0) return 0;
+    head_input *in = malloc((size_t)m * sizeof *in);
+    float *xn = malloc((size_t)m * BN_N_EMBD * sizeof(float));
+    if (!in || !xn) { free(in); free(xn); bn_set_error("out of memory"); return -1; }
+    for (int i = 0, k = 0; i < n; i++) {
+        if (!want_logits[i]) continue;
+        float *x = xn + (size_t)k * BN_N_EMBD;
+        rmsnorm(x, work->x + (size_t)i * BN_N_EMBD, f32_at(BN_WEIGHTS_INDEX.output_norm), BN_N_EMBD);
+        head_prepare(&in[k], BN_HEAD_TYPE, x);
+        k++;
+    }
+    head_batch_task t = {in, logits, m};
+    bn_pool_run(work->pool, head_batch_worker, &t);
+    free(in);
+    free(xn);
     return 0;
 }

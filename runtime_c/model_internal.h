@@ -8,10 +8,12 @@
 #include "threads.h"
 #include "weights.h"
 #include "kernels/kernels.h"
+#include "kernels/attn.h"
 
-#define KP_MAX (BN_KP_FF > BN_KP_EMBD ? BN_KP_FF : BN_KP_EMBD)
+#define KP_MAX_EF (BN_KP_FF > BN_KP_EMBD ? BN_KP_FF : BN_KP_EMBD)
+#define KP_MAX (BN_KP_Q > KP_MAX_EF ? BN_KP_Q : KP_MAX_EF)
 /* integer results of one fused matmul per batch row: q|k|v (E + 2 KV) or gate|up (2 F) */
-#define ACC_QKV (BN_N_EMBD + 2 * BN_KV_DIM)
+#define ACC_QKV (BN_Q_DIM + 2 * BN_KV_DIM)
 #define ACC_MAX (2 * BN_N_FF > ACC_QKV ? 2 * BN_N_FF : ACC_QKV)
 
 /* The input of the integer heads (q8, q6, q4; head.c): the head's input vector quantized
@@ -46,16 +48,25 @@ struct bn_context {
     int8_t *xq;              /* (BN_BATCH, KP_MAX) int8 activations, zero-padded */
     float *xscale;           /* (BN_BATCH) per-token activation scale `as` */
     int32_t *acc;            /* (BN_BATCH * ACC_MAX) integer matmul results: per fused matrix p, an (n, M_p) block */
-    float *scores;           /* (n_threads, scores_stride) attention scores, one row per thread */
-    int scores_stride;       /* n_ctx rounded up to 16 floats (a cache line) */
+    const attn_ops *attn;    /* attention inner loops for this CPU (kernels/attn.h) */
+    void **attn_work;        /* (n_threads) per-thread attention buffers (attn_work_bytes) */
+    float *attn_part;        /* (BN_BATCH, H, n_seg, D + 2) per-segment partial results: m, l, o[D] */
+    int n_seg;               /* segments of ATTN_SEG positions in n_ctx */
 
     struct bn_context *row_owner[BN_BATCH];  /* sequence of each batch row (itself, or others in bn_eval_batch) */
     int row_pos[BN_BATCH];   /* position of each batch row in its sequence */
     float rope_cs[BN_BATCH * BN_ROPE_DIM];  /* (BN_BATCH, ROPE_DIM/2, 2) cos/sin of each row's position */
     head_input head_in;      /* the head's input of the token being scored, quantized (head.c) */
 
-    float *key_cache;        /* (L, n_ctx, KV) */
-    float *value_cache;      /* (L, n_ctx, KV) */
+    /* KV cache, BN_KV_TYPE elements (kernels/attn.h: f32, f16 or q8), reserved up front and
+     * touched only as positions fill; per layer and KV head n_ctx_pad positions:
+     * keys in blocks of ATTN_KB positions ([D][8] each), values [pos][D]. */
+    int n_ctx_pad;           /* n_ctx rounded up to ATTN_CHUNK */
+    size_t kv_bytes;         /* bytes of each of key_cache, value_cache */
+    void *key_cache;         /* (L, HKV, n_ctx_pad, D) blocked */
+    void *value_cache;       /* (L, HKV, n_ctx_pad, D) */
+    float *key_scale;        /* (L, HKV, n_ctx_pad) q8 scales, else NULL */
+    float *value_scale;      /* (L, HKV, n_ctx_pad) */
 
     /* sampling state of the last bn_generate */
     int last_n_prompt, last_n_gen;

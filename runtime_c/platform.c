@@ -125,6 +125,28 @@ const void *platform_map_file(const char *path, uint64_t size, uint64_t *found_s
 }
 #endif
 
+/* ---- reserved memory ---- */
+
+void *platform_reserve(size_t bytes) {
+    if (!bytes) bytes = 1;
+#if PLATFORM_HAS_MMAP
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+#else
+    return calloc(1, bytes);
+#endif
+}
+
+void platform_release(void *p, size_t bytes) {
+    if (!p) return;
+#if PLATFORM_HAS_MMAP
+    munmap(p, bytes ? bytes : 1);
+#else
+    (void)bytes;
+    free(p);
+#endif
+}
+
 /* ---- aligned memory ---- */
 
 void *platform_aligned_alloc(size_t alignment, size_t bytes) {

@@ -51,6 +51,12 @@ int platform_executable_path(char *buf, size_t size);
  * file's size (UINT64_MAX when it could not be opened), so the caller can say which. */
 const void *platform_map_file(const char *path, uint64_t size, uint64_t *found_size);
 
+/* Zeroed memory reserved from the OS, page-aligned: pages are mapped on first touch, so a
+ * large KV cache costs resident memory only as the conversation fills it (mmap where the
+ * OS has it; calloc elsewhere). Released with platform_release(p, bytes). NULL on failure. */
+void *platform_reserve(size_t bytes);
+void platform_release(void *p, size_t bytes);
+
 /* 64-byte-aligned allocations (freed with platform_aligned_free, never free). */
 void *platform_aligned_alloc(size_t alignment, size_t bytes);
 void platform_aligned_free(void *p);

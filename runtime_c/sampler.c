@@ -136,6 +136,55 @@ int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hi
     return id;
 }
 
+size_t bn_sample_scratch_bytes(void) { return (size_t)BN_N_VOCAB * sizeof(candidate); }
+
+int bn_sample_with(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state,
+                   void *scratch) {
+    return sample_token(logits, s, hist, n_hist, rng_state, scratch);
+}
+
+static int cmp_id(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int bn_apply_penalties(float *logits, const int32_t *gen, int n_gen, float presence, float frequency) {
+    if (n_gen <= 0 || (presence == 0.0f && frequency == 0.0f)) return 0;
+    int32_t *ids = malloc((size_t)n_gen * sizeof(int32_t));
+    if (!ids) { bn_set_error("out of memory"); return -1; }
+    memcpy(ids, gen, (size_t)n_gen * sizeof(int32_t));
+    qsort(ids, (size_t)n_gen, sizeof(int32_t), cmp_id);
+    for (int i = 0; i < n_gen; ) {
+        int j = i;
+        while (j < n_gen && ids[j] == ids[i]) j++;
+        if (ids[i] >= 0 && ids[i] < BN_N_VOCAB)
+            logits[ids[i]] -= (float)((double)frequency * (j - i) + (double)presence);
+        i = j;
+    }
+    free(ids);
+    return 0;
+}
+
+float bn_logprobs(const float *logits, int token, int top_n, int32_t *top_ids, float *top_lp) {
+    const int V = BN_N_VOCAB;
+    float maxl = logits[0];
+    for (int i = 1; i < V; i++) maxl = logits[i] > maxl ? logits[i] : maxl;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += exp((double)logits[i] - maxl);
+    const double lse = maxl + log(sum);
+    int k = 0;                           /* top_ids[0..k): best first, ties lower id first */
+    for (int i = 0; i < V && top_n > 0; i++) {
+        float l = logits[i];
+        if (k == top_n && !(l > top_lp[k - 1])) continue;
+        int at = k < top_n ? k++ : top_n - 1;
+        while (at > 0 && l > top_lp[at - 1]) { top_lp[at] = top_lp[at - 1]; top_ids[at] = top_ids[at - 1]; at--; }
+        top_lp[at] = l;
+        top_ids[at] = i;
+    }
+    for (int i = 0; i < k; i++) top_lp[i] = (float)(top_lp[i] - lse);
+    return (float)(logits[token] - lse);
+}
+
 int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
                 const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user) {
     const int V = BN_N_VOCAB;

@@ -185,7 +185,7 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
 
     int bad = 0;
     bad |= (t->model != TOKENIZER_SPM && t->model != TOKENIZER_BPE);
-    bad |= (t->model == TOKENIZER_BPE && t->pre != TOKENIZER_PRE_LLAMA3 && t->pre != TOKENIZER_PRE_GPT2);
+    bad |= (t->model == TOKENIZER_BPE && (t->pre < TOKENIZER_PRE_LLAMA3 || t->pre > TOKENIZER_PRE_STARCODER));
     bad |= (V == 0 || V >= (1u << 30) || M >= (1u << 24));
     bad |= !section_ok(o_text, (uint64_t)V + 1, 4, total) || !section_ok(o_piece, (uint64_t)V + 1, 4, total);
     bad |= !section_ok(o_types, V, 1, total) || !section_ok(o_merges, 3ull * M, 4, total);
@@ -759,10 +759,10 @@ static int scan_space(const Char *c, int i, int n, int crlf_rule) {
 
 /* One word of the LLaMA-3 regex starting at c[i]; returns its end (> i).
  * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*
- * |\s*[\r\n]+|\s+(?!\S)|\s+  */
-static int scan_llama3(const Char *c, int i, int n) {
+ * |\s*[\r\n]+|\s+(?!\S)|\s+   (max_digits 3; Qwen2's regex is the same with \p{N}: 1) */
+static int scan_llama3(const Char *c, int i, int n, int max_digits) {
     if (c[i].cp == '\'' && i + 1 < n) {
-        uint32_t a = fold(c[i + 1].cp);
+        uint32_t a = fold(c[i + 1].cp);    /* Qwen2's tokenizer.json has the same (?i:...) */
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
         if (i + 2 < n) {
             uint32_t b = fold(c[i + 2].cp);
@@ -777,7 +777,7 @@ static int scan_llama3(const Char *c, int i, int n) {
     }
     if (is_n(&c[i])) {
         j = i + 1;
-        while (j < n && j < i + 3 && is_n(&c[j])) j++;
+        while (j < n && j < i + max_digits && is_n(&c[j])) j++;
         return j;
     }
     j = (c[i].cp == ' ' && i + 1 < n && is_other(&c[i + 1])) ? i + 1 : i;
@@ -939,7 +939,18 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_b
             size_t n = (size_t)f1.a[i].len;
             int nc = split_chars(src, n, sc.chars);
             for (int c = 0; c < nc;) {
-                int end = t->pre == TOKENIZER_PRE_GPT2 ? scan_gpt2(sc.chars, c, nc) : scan_llama3(sc.chars, c, nc);
+                int end;
+                if (t->pre == TOKENIZER_PRE_GPT2) end = scan_gpt2(sc.chars, c, nc);
+                else if (t->pre == TOKENIZER_PRE_QWEN2) end = scan_llama3(sc.chars, c, nc, 1);
+                else if (t->pre == TOKENIZER_PRE_STARCODER) {
+                    /* digits are split off first: the GPT-2 regex sees the text between them */
+                    if (is_n(&sc.chars[c])) end = c + 1;
+                    else {
+                        int bound = c + 1;
+                        while (bound < nc && !is_n(&sc.chars[bound])) bound++;
+                        end = scan_gpt2(sc.chars, c, bound);
+                    }
+                } else end = scan_llama3(sc.chars, c, nc, 3);
                 size_t b0 = sc.chars[c].off, b1 = end < nc ? sc.chars[end].off : n;
                 bpe_word(t, src + b0, b1 - b0, &sc, &e);
                 c = end;

@@ -54,6 +54,9 @@ enum {
     TOKENIZER_PRE_NONE = 0,
     TOKENIZER_PRE_LLAMA3 = 1,   /* LLaMA-3 regex; also Falcon3 (llama.cpp maps it the same) */
     TOKENIZER_PRE_GPT2 = 2,
+    TOKENIZER_PRE_QWEN2 = 3,    /* the LLaMA-3 regex with single digits (\p{N}, not \p{N}{1,3}) */
+    TOKENIZER_PRE_STARCODER = 4,/* every digit its own word, then the GPT-2 regex (starcoder,
+                                   refact, smollm, command-r: HF Digits(individual) + ByteLevel) */
 };
 
 /* Token types, as in GGUF tokenizer.ggml.token_type. */

@@ -35,10 +35,12 @@ typedef struct {
     uint64_t attn_sub_norm;   /* f32 [E]  (BN_SUB_NORMS) */
     uint64_t ffn_norm;        /* f32 [E] */
     uint64_t ffn_sub_norm;    /* f32 [F]  (BN_SUB_NORMS) */
-    bn_ternary_ref wq;        /* [E, E] */
+    uint64_t attn_q_norm;     /* f32 [D]  (BN_QK_NORM) */
+    uint64_t attn_k_norm;     /* f32 [D]  (BN_QK_NORM) */
+    bn_ternary_ref wq;        /* [H*D, E] */
     bn_ternary_ref wk;        /* [KV, E] */
     bn_ternary_ref wv;        /* [KV, E] */
-    bn_ternary_ref wo;        /* [E, E] */
+    bn_ternary_ref wo;        /* [E, H*D] */
     bn_ternary_ref w_gate;    /* [F, E] */
     bn_ternary_ref w_up;      /* [F, E] */
     bn_ternary_ref w_down;    /* [E, F] */

@@ -252,16 +252,21 @@ def test_chat_invalid_utf8_and_nul_bytes(models):
     assert len(ids_lines(err)) == 3
 
 
-def test_chat_context_fills_cleanly(models):
-    """A context too small for the conversation: the session says so and ends with 0."""
+def test_chat_context_shift(models):
+    """A context too small for the conversation: the oldest turns are dropped and the
+    session goes on to the end of input (exit 0); a message longer than the whole context
+    gets one line and is skipped (also past 1000 ids)."""
     _, exe = models["bitnet"]
-    rc, out, err = run(exe, ["--chat", "--ctx", "48", *GEN], b"Hello there\n" * 10)
+    rc, out, err = run(exe, ["--chat", "--ctx", "48", "--print-ids", *GEN], b"Hello there\n" * 10)
     assert rc == 0, err
-    assert "the context is full" in err
-    # a first message longer than the whole context is an error (also past 1000 ids)
+    assert "context shift: kept" in err and "the context is full" not in err
+    assert len([l for l in err.splitlines() if l.startswith("reply:")]) == 10
     for n_words, ctx in ((40, "16"), (1500, "512")):
-        rc, out, err = run(exe, ["--chat", "--ctx", ctx, *GEN], b"word " * n_words + b"\n")
-        assert rc == 2 and err.strip().splitlines()[-1].startswith("error: the prompt has"), err
+        rc, out, err = run(exe, ["--chat", "--ctx", ctx, "--print-ids", *GEN], b"word " * n_words + b"\nhi\n")
+        assert rc == 0, err
+        lines = [l for l in err.splitlines() if "too long for the context" in l]
+        assert len(lines) == 1 and "not sent" in lines[0], err
+        assert len([l for l in err.splitlines() if l.startswith("reply:")]) == 1      # "hi" is answered
 
 
 def test_unknown_template_falls_back_to_bitnet(tmp_path, vocab, enc):
@@ -323,7 +328,7 @@ def tokenize_cli(args, env):
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory):
     env = dict(os.environ)
-    env["BITNET_AOT_BUILD_CACHE"] = str(tmp_path_factory.mktemp("build_cache"))
+    env["BITNET_AOT_CACHE"] = str(tmp_path_factory.mktemp("build_cache"))
     return env
 
 
@@ -337,7 +342,7 @@ def test_tokenize_command(models, enc, cli_env):
     assert rc == 0, err
     assert json.loads(out) == enc.encode(text, allowed_special="all")
     # the second call reused the cached build
-    cache = Path(cli_env["BITNET_AOT_BUILD_CACHE"])
+    cache = Path(cli_env["BITNET_AOT_CACHE"])
     assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
 
 

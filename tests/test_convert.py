@@ -359,3 +359,135 @@ def test_tiktoken_merges_2b4t():
     toks = kv["tokenizer.ggml.tokens"]
     assert toks[128000] == "<|begin_of_text|>" and toks[128009] == "<|eot_id|>"
     assert kv["tokenizer.ggml.pre"] == "llama-bpe" and kv["tokenizer.ggml.eot_token_id"] == (4, 128009)
+
+
+# ----------------------------------------------------------------------------------------
+# model_type llama with quantization_config bitnet (Falcon3-*-1.58bit, Llama3-8B-1.58)
+# ----------------------------------------------------------------------------------------
+def _hf_llama_forward(t, cfg, tokens):
+    """float64 forward with transformers' semantics, from the checkpoint's own tensors:
+    BitLinear W = codes / weight_scale with per-token absmax int8 activations, rotate-half
+    RoPE on the unpermuted q/k rows, SiLU FFN, untied lm_head. Shares no code with
+    bitnet_aot.reference or the converter's permutation."""
+    E, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    D, T, eps = cfg["head_dim"], len(tokens), cfg["rms_norm_eps"]
+
+    def unpack(p):   # transformers' layout, written out again: bit pair i holds row block i
+        rows = p.shape[0]
+        return np.concatenate([((p >> (2 * i)) & 3).astype(np.int64) - 1 for i in range(4)], axis=0).reshape(4 * rows, -1)
+
+    def lin(x, name):
+        w = unpack(t[name + ".weight"]).astype(np.float64) / float(t[name + ".weight_scale"].reshape(-1)[0])
+        x32 = x.astype(np.float32)
+        s = np.float32(127) / np.maximum(np.abs(x32).max(-1, keepdims=True), np.float32(1e-5))
+        xq = np.clip(np.rint(x32 * s), -128, 127).astype(np.float64) / s.astype(np.float64)
+        return xq @ w.T
+
+    def norm(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
+
+    inv = cfg["rope_theta"] ** (-np.arange(0, D, 2) / D)
+    ang = np.arange(T)[:, None] * inv[None, :]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1))[:, None, :], np.sin(np.concatenate([ang, ang], -1))[:, None, :]
+
+    def rope(x):
+        rot = np.concatenate([-x[..., D // 2:], x[..., :D // 2]], -1)
+        return x * cos + rot * sin
+
+    x = t["model.embed_tokens.weight"][np.asarray(tokens)].astype(np.float64)
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = norm(x, t[p + "input_layernorm.weight"])
+        q = rope(lin(h, p + "self_attn.q_proj").reshape(T, H, D))
+        k = np.repeat(rope(lin(h, p + "self_attn.k_proj").reshape(T, Hkv, D)), H // Hkv, axis=1)
+        v = np.repeat(lin(h, p + "self_attn.v_proj").reshape(T, Hkv, D), H // Hkv, axis=1)
+        s = np.einsum("thd,shd->hts", q, k) / np.sqrt(D) + mask
+        pr = np.exp(s - s.max(-1, keepdims=True))
+        pr /= pr.sum(-1, keepdims=True)
+        x = x + lin(np.einsum("hts,shd->thd", pr, v).reshape(T, H * D), p + "self_attn.o_proj")
+        h = norm(x, t[p + "post_attention_layernorm.weight"])
+        g, u = lin(h, p + "mlp.gate_proj"), lin(h, p + "mlp.up_proj")
+        x = x + lin(g / (1 + np.exp(-g)) * u, p + "mlp.down_proj")
+    return norm(x, t["model.norm.weight"]) @ t["lm_head.weight"].astype(np.float64).T
+
+
+def _falcon3_style_checkpoint(d, rng, n_layer=2):
+    """Laid out as tiiuae/Falcon3-*-1.58bit publishes: LlamaForCausalLM config with head_dim,
+    is_bitnet_config and quantization_config {quant_method: bitnet, modules_to_not_convert:
+    [lm_head]}; one model.safetensors with packed uint8 projections [out/4, in], a scalar
+    weight_scale per projection, float norms, embedding and an untied lm_head; tokenizer.json."""
+    E, F_, H, Hkv, D, V_ = 256, 512, 4, 2, 64, 262
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+           "hidden_size": E, "intermediate_size": F_, "num_hidden_layers": n_layer, "num_attention_heads": H,
+           "num_key_value_heads": Hkv, "head_dim": D, "vocab_size": V_, "max_position_embeddings": 128,
+           "rms_norm_eps": 1e-6, "rope_theta": 1000042, "tie_word_embeddings": False, "is_bitnet_config": True,
+           "eos_token_id": 260, "bos_token_id": 259,
+           "quantization_config": {"modules_to_not_convert": ["lm_head"], "quant_method": "bitnet"}}
+    (d / "config.json").write_text(json.dumps(cfg))
+    t = {"model.embed_tokens.weight": rng.standard_normal((V_, E)).astype(np.float32),
+         "lm_head.weight": (0.5 * rng.standard_normal((V_, E))).astype(np.float32),
+         "model.norm.weight": (1 + 0.1 * rng.standard_normal(E)).astype(np.float32)}
+    for i in range(n_layer):
+        p = f"model.layers.{i}."
+        for n, shape in (("self_attn.q_proj", (H * D, E)), ("self_attn.k_proj", (Hkv * D, E)),
+                         ("self_attn.v_proj", (Hkv * D, E)), ("self_attn.o_proj", (E, H * D)),
+                         ("mlp.gate_proj", (F_, E)), ("mlp.up_proj", (F_, E)), ("mlp.down_proj", (E, F_))):
+            codes = rng.integers(-1, 2, shape).astype(np.int8)
+            t[p + n + ".weight"] = convert.pack_2bit(codes)
+            # BitLinear divides by weight_scale: ~ sqrt(fan-in) keeps activations O(1)
+            t[p + n + ".weight_scale"] = np.array([np.sqrt(shape[1]) * (0.8 + 0.4 * rng.random())], np.float32)
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            t[p + n + ".weight"] = (1 + 0.1 * rng.standard_normal(E)).astype(np.float32)
+    convert.save_safetensors(str(d / "model.safetensors"), t)
+    b2u = convert.bytes_to_unicode()
+    vocab = {b2u[b]: b for b in range(256)}
+    vocab["Ġt"], vocab["he"], vocab["Ġthe"] = 256, 257, 258
+    tj = {"model": {"type": "BPE", "vocab": vocab, "merges": ["Ġ t", "h e", "Ġt he"]},
+          "added_tokens": [{"id": 259, "content": "<|begin_of_text|>", "special": True},
+                           {"id": 260, "content": "<|endoftext|>", "special": True}],
+          "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+              {"type": "Split", "pattern": {"Regex": convert._LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
+              {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}}
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    return t, cfg
+
+
+def test_falcon3_style_llama_bitnet_checkpoint_converts_exactly(tmp_path):
+    from bitnet_aot.gguf_import import load_gguf
+    reference = _reference()
+    d = tmp_path / "falcon3"
+    d.mkdir()
+    t, cfg = _falcon3_style_checkpoint(d, np.random.default_rng(11))
+    out = tmp_path / "f3.gguf"
+    # i2_s: its scale is float32, so W = codes / weight_scale survives exactly (TQ types store
+    # the scale as float16 d)
+    info = convert.convert_hf(str(d), str(out), "i2_s", embd_type="f32")
+    assert info["hparams"]["arch"] == "llama"
+    g = GGUFFile(str(out))
+    assert g.kv["general.architecture"] == "llama" and "output.weight" in g.tensors
+    assert "blk.0.attn_sub_norm.weight" not in g.tensors and g.kv["llama.rope.freq_base"] == 1000042.0
+    g.close()
+    m = load_gguf(str(out))
+    assert m.hp.family == "llama" and m.hp.rope_style == "norm" and not m.hp.tied_head
+    assert m.hp.activation == "silu"
+    toks = list(np.random.default_rng(5).integers(0, cfg["vocab_size"], 20))
+    got = reference.Reference(m, kv="f32").forward(toks)
+    want = _hf_llama_forward(t, cfg, toks)
+    assert_logits_close(got, want)
+    # the permutation matters: without it (q/k rows in HF order) the logits are different
+    from bitnet_aot.convert import llama_permute
+    for L in m.layers:
+        L.wq.codes = llama_permute(L.wq.codes, 4)   # permuting twice is not the identity: wrong order
+    bad = reference.Reference(m, kv="f32").forward(toks)
+    assert np.abs(bad - want).max() > 10 * np.abs(got - want).max()
+
+
+def test_llama_checkpoint_without_bitnet_quantization_is_refused(tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    _, cfg = _falcon3_style_checkpoint(d, np.random.default_rng(1), n_layer=1)
+    cfg.pop("quantization_config")
+    cfg.pop("is_bitnet_config")
+    (d / "config.json").write_text(json.dumps(cfg))
+    _one_line_error(d, tmp_path / "x.gguf", "not a ternary model")

@@ -53,13 +53,15 @@ def test_i2s_decoding_matches_independent_packer():
 @pytest.mark.parametrize("ptype", PROJ_TYPES)
 def test_every_arch_and_type_imports_the_same_codes(tmp_path, arch, ptype):
     p = make_test_model(str(tmp_path / "m.gguf"), arch, ptype, n_layer=1, seed=3)
-    ref = make_test_model(str(tmp_path / "ref.gguf"), arch, "tq2_0", n_layer=1, seed=3)
+    ref = make_test_model(str(tmp_path / "ref.gguf"), arch, "tq2_0", n_layer=1, seed=3,
+                          zero_fraction=0.0 if ptype == "q1_0" else 0.35)   # Q1_0 has no zeros
     m, r = load_gguf(p), load_gguf(ref)
     for (name, a), (_, b) in zip(m.layers[0].projections(), r.layers[0].projections()):
         assert np.array_equal(a.codes, b.codes), name
         tol = 1e-2 if ptype == "bf16" else 1e-6   # bf16 keeps 8 bits of the scale
         assert abs(a.scale - b.scale) <= tol * b.scale, name
-    assert m.hp.family == ("llama" if arch == "llama" else "bitnet")
+    assert m.hp.family == {"llama": "llama", "qwen3": "qwen3"}.get(arch, "bitnet")
+    assert (m.layers[0].attn_q_norm is not None) == (arch == "qwen3") == m.hp.qk_norm
 
 
 def test_activation_rules(tmp_path):

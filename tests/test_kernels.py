@@ -22,9 +22,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from compiler.kernels import build_kernel_program  # noqa: E402
-from compiler.pack import pack_i2s, padded_k  # noqa: E402
-from compiler.pack_tl import pack_tl1, pack_tl2  # noqa: E402
+from bitnet_aot.kernels import build_kernel_program  # noqa: E402
+from bitnet_aot.pack import pack_i2s, padded_k  # noqa: E402
+from bitnet_aot.pack_tl import pack_tl1, pack_tl2  # noqa: E402
 
 PACKERS = {"i2s": pack_i2s, "tl1": pack_tl1, "tl2": pack_tl2}
 BATCHES = (1, 2, 3, 4, 5, 8, 17, 64)

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from bitnet_aot.bindings.api import CompiledModel
-from bitnet_aot.bindings.model import (BitNetModel, CompileError, ContextLengthError, GenerationError,
-                                       LoadError, cache_key)
+from bitnet_aot import (BitNetModel, CompileError, Completion, ContextLengthError, GenerationError,
+                        LoadError)
+from bitnet_aot.bindings.model import cache_key
 from bitnet_aot.errors import BitnetError
 
 PROMPTS = ["What is machine learning?", "Define deep learning", "Once upon a time", "Hello, world!"]
@@ -118,3 +119,165 @@ def test_typed_errors(model, tmp_path):
     assert str(e.value)
     for cls in (CompileError, LoadError, ContextLengthError, GenerationError):
         assert issubclass(cls, BitnetError)
+
+
+# -------------------------------------------------------------------------------------
+# As OpenAI and llama.cpp users expect it (issue 18)
+# -------------------------------------------------------------------------------------
+
+SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "ignore_eos": True}
+
+
+def test_seed_is_random_by_default_and_returned(model):
+    outs = [model.generate("The quick brown fox", max_tokens=20, **SAMPLING) for _ in range(3)]
+    seeds = [o.seed for o in outs]
+    assert len(set(seeds)) == 3 and len(set(outs)) > 1, (seeds, outs)
+    again = model.generate("The quick brown fox", max_tokens=20, seed=outs[1].seed, **SAMPLING)
+    assert again == outs[1] and again.tokens == outs[1].tokens and again.seed == outs[1].seed
+    assert model.generate("The quick brown fox", max_tokens=20, seed=-1, **SAMPLING).seed not in seeds
+    st = model.stream("The quick brown fox", max_tokens=20, seed=outs[2].seed, **SAMPLING)
+    assert st.seed == outs[2].seed and "".join(st) == outs[2]
+    # generate_batch: one random seed per prompt, each reproducible by generate()
+    batch = model.generate_batch(["Hello", "Hello"], max_tokens=12, **SAMPLING)
+    assert batch[0].seed != batch[1].seed
+    assert model.generate("Hello", max_tokens=12, seed=batch[1].seed, **SAMPLING) == batch[1]
+
+
+def test_completion_carries_the_finish_reason(model):
+    out = model.generate("Once upon a time", max_tokens=7, temperature=0, ignore_eos=True)
+    assert isinstance(out, str) and isinstance(out, Completion)
+    assert out.finish_reason == "length" and not out.context_full and len(out.tokens) == 7
+    assert out.text == str(out) and type(out.text) is str
+    assert out.prompt_tokens == len(model.tokenize("Once upon a time"))
+    # the context fills first: "length" with context_full; -1 runs until it is full
+    n_prompt = out.prompt_tokens
+    full = model.generate("Once upon a time", max_tokens=100000, temperature=0, ignore_eos=True)
+    assert full.finish_reason == "length" and full.context_full and len(full.tokens) == model.n_ctx - n_prompt
+    unl = model.generate("Once upon a time", max_tokens=-1, temperature=0, ignore_eos=True)
+    assert unl.context_full and unl.tokens == full.tokens
+    # a stop string: "stop", the text cut before it
+    stop = out.text[2:4]
+    if stop.strip():
+        cut = model.generate("Once upon a time", max_tokens=7, temperature=0, ignore_eos=True, stop=stop)
+        assert cut.finish_reason == "stop" and cut == out.text[:out.text.index(stop)]
+    # streams end with the reason too
+    st = model.stream("Once upon a time", max_tokens=7, temperature=0, ignore_eos=True)
+    assert st.finish_reason is None
+    assert "".join(st) == out and st.finish_reason == "length" and st.tokens == out.tokens
+    assert st.result == out
+
+
+def test_finish_stop_at_end_of_text(model):
+    eos = model.info.get("eos")
+    for seed in range(60):     # temperature 100: near-uniform, EOS is sampled soon
+        out = model.generate("Hi", max_tokens=2000, temperature=100, top_k=0, top_p=1, min_p=0, seed=seed)
+        if out.finish_reason == "stop":
+            assert not out.context_full and len(out.tokens) < 2000 and model.lib.bn_is_eog(out.tokens[-1])
+            return
+    pytest.fail(f"no run ended at an end-of-text token (eos {eos})")
+
+
+def test_stop_accepts_a_string_or_a_list(model):
+    full = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True)
+    letter = next((c for c in full[2:] if c.isalpha()), None)
+    if letter is None:
+        pytest.skip("no letter to stop at")
+    as_str = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True, stop=letter)
+    as_list = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True, stop=[letter])
+    assert as_str == as_list == full[:full.index(letter)]
+    assert "".join(model.stream("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True,
+                                stop=letter)) == as_str
+    assert model.generate_batch(["Once upon a time"], max_tokens=24, temperature=0, ignore_eos=True,
+                                stop=letter) == [as_str]
+    with pytest.raises(TypeError, match="stop must be a str or a list of str"):
+        model.generate("x", stop=5)
+
+
+@pytest.mark.parametrize("kw, exc, msg", [
+    ({"temperature": -3}, ValueError, "temperature must be between 0 and 100, got -3"),
+    ({"temperature": "hot"}, TypeError, "temperature expects a number, got 'hot'"),
+    ({"top_k": -1}, ValueError, "top_k must be between 0 and "),
+    ({"top_p": 2}, ValueError, "top_p must be between 0 and 1, got 2"),
+    ({"min_p": -0.5}, ValueError, "min_p must be between 0 and 1, got -0.5"),
+    ({"repeat_penalty": 0}, ValueError, "repeat_penalty must be between 0.01 and 100, got 0"),
+    ({"repeat_last_n": -1}, ValueError, "repeat_last_n must be between 0 and 1048576, got -1"),
+    ({"max_tokens": -2}, ValueError, "max_tokens must be between -1 and 16777216, got -2"),
+    ({"max_tokens": 2.5}, TypeError, "max_tokens expects an integer, got 2.5"),
+    ({"seed": -2}, ValueError, "seed must be between -1 and "),
+])
+def test_arguments_are_checked_like_the_cli(model, kw, exc, msg):
+    """The compiled CLI's ranges and wording (runtime_c/options.c: `--temp must be between
+    0 and 100, got -3`), with the Python names."""
+    for call in (lambda: model.generate("Hi", **kw), lambda: model.stream("Hi", **kw),
+                 lambda: model.generate_batch(["Hi"], **kw)):
+        with pytest.raises(exc) as e:
+            call()
+        assert str(e.value).startswith(msg), str(e.value)
+
+
+def test_bad_prompts_and_constructor_arguments(model, gguf, cache_dir):
+    with pytest.raises(TypeError, match="prompt must be a str, got NoneType"):
+        model.generate(None)
+    with pytest.raises(TypeError, match="prompt must be a str, got bytes"):
+        model.stream(b"hi")
+    with pytest.raises(TypeError, match="prompts must be a list of str"):
+        model.generate_batch("hello")
+    with pytest.raises(TypeError, match="text must be a str"):
+        model.tokenize(None)
+    with pytest.raises(ValueError, match="n_threads must be between 1 and 256, got 0"):
+        BitNetModel.from_pretrained(gguf, n_threads=0, cache_dir=cache_dir)
+    with pytest.raises(ValueError, match="n_threads must be between 1 and 256, got 0"):
+        BitNetModel(model.library, n_threads=0)
+    with pytest.raises(ValueError, match="n_ctx must be between 0 and 256, got 300"):
+        BitNetModel(model.library, n_ctx=300)
+    assert BitNetModel(model.library, n_ctx=0).n_ctx == 256          # 0: the trained context
+    with pytest.raises(TypeError):
+        BitNetModel.from_pretrained(None)
+
+
+def test_from_pretrained_takes_a_folder_with_one_gguf(model, gguf, cache_dir, tmp_path):
+    import shutil
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(gguf, d / "model.gguf")
+    (d / "README.md").write_text("a model")
+    m = BitNetModel.from_pretrained(str(d), cache_dir=cache_dir)
+    assert m.library == model.library                   # the same GGUF: the same cached build
+    shutil.copy(gguf, d / "other.gguf")
+    with pytest.raises(LoadError, match="2 .gguf files"):
+        BitNetModel.from_pretrained(str(d), cache_dir=cache_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LoadError, match="no .gguf"):
+        BitNetModel.from_pretrained(str(empty), cache_dir=cache_dir)
+
+
+def test_public_names_are_real_typed_imports():
+    """In a fresh interpreter on the installed package: the names are attributes of the
+    module (no __getattr__), py.typed is shipped, every public function has a docstring."""
+    import subprocess
+    import sys
+    code = r'''
+import importlib.resources, inspect, bitnet_aot
+from bitnet_aot import (BitNetModel, CompiledModel, Completion, Stream, BitnetError, CompileError, LoadError,
+                        ContextLengthError, GenerationError)
+assert not hasattr(bitnet_aot, "__getattr__")
+for n in bitnet_aot.__all__:
+    assert n in vars(bitnet_aot), n
+assert importlib.resources.files("bitnet_aot").joinpath("py.typed").is_file()
+missing = []
+for cls in (BitNetModel, CompiledModel, Completion, Stream):
+    assert cls.__doc__, cls
+    for name, f in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        f = f.__func__ if isinstance(f, classmethod) else f.fget if isinstance(f, property) else f
+        if callable(f) and not (f.__doc__ or "").strip():
+            missing.append(f"{cls.__name__}.{name}")
+assert not missing, missing
+hints = inspect.signature(BitNetModel.generate).return_annotation
+assert "Completion" in str(hints), hints
+print("ok")
+'''
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

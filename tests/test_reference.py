@@ -81,9 +81,12 @@ def independent_forward(m, tokens):
 def test_reference_matches_independent_formulation(cache, arch, kw):
     m = load_gguf(cache.model(arch, "tq2_0", **kw))
     toks = list(np.random.default_rng(7).integers(0, m.hp.n_vocab, 24))
-    ref = Reference(m)
+    ref = Reference(m, kv="f32")      # the independent formulation keeps keys and values in full precision
     # feed in two chunks to exercise the KV cache
     got = np.concatenate([ref.forward(toks[:10]), ref.forward(toks[10:])])
     want = independent_forward(m, toks)
     scale = np.ptp(want)
-    assert np.max(np.abs(got - want)) < 1e-3 * scale
+    err = np.abs(got - want)
+    # A flip of one int8 activation rounding (float32 vs float64 on a half-way value) moves
+    # later logits by up to ~1% of their range; a wrong formula moves them by their range.
+    assert np.max(err) < 2e-2 * scale and np.mean(err) < 2e-3 * scale, (float(np.max(err)), float(np.mean(err)), scale)

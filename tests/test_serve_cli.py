@@ -17,10 +17,16 @@ def _free_port():
 
 
 def test_serve_command_builds_and_serves(cache, tmp_path):
+    """serve builds the executable into the build-cache entry the tokenizer's shared library
+    is in (one entry per model and options); its flags (--port, -t, --seed=...) reach the server."""
     gguf = cache.model("bitnet-b1.58", "tq2_0")
     port = _free_port()
     env = dict(os.environ, BITNET_AOT_CACHE=str(tmp_path / "cache"))
-    p = subprocess.Popen([sys.executable, "-m", "bitnet_aot.cli", "serve", gguf, "--port", str(port), "-t", "1"],
+    r = subprocess.run([sys.executable, "-m", "bitnet_aot.cli", "tokenize", gguf, "hello"], capture_output=True,
+                       text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([sys.executable, "-m", "bitnet_aot.cli", "serve", gguf, "--port", str(port), "-t", "1",
+                          "--seed=5"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         deadline = time.time() + 300
@@ -41,3 +47,7 @@ def test_serve_command_builds_and_serves(cache, tmp_path):
     finally:
         p.terminate()
         assert p.wait(timeout=30) == 0
+    r = subprocess.run([sys.executable, "-m", "bitnet_aot.cli", "cache", "list", "--json"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    entries = json.loads(r.stdout)["entries"]
+    assert len(entries) == 1 and sorted(entries[0]["artefacts"]) == ["executable", "shared"], entries

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,10 +44,15 @@ class Server:
         self.port = free_port()
         self.cmd = [binary, "serve", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # the server logs a line per request: drain stderr, or a full pipe would stall it
+        self._log = []
+        self._drain = threading.Thread(target=lambda: self._log.extend(iter(self.proc.stderr.readline, b"")), daemon=True)
+        self._drain.start()
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()}")
+                self._drain.join(timeout=5)
+                raise RuntimeError(f"server exited: {self.log_text()}")
             try:
                 if get_json(self.port, "/health")[0] == 200:
                     return
@@ -64,6 +71,10 @@ class Server:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def log_text(self) -> str:
+        """What the server wrote to stderr so far (all of it after stop())."""
+        return b"".join(self._log).decode("utf-8", "replace")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -72,6 +83,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._drain.join(timeout=10)
         return self.proc.returncode
 
 
@@ -166,6 +178,7 @@ def test_generate_matches_the_cli(server, binary):
 def test_generate_seed_and_stop(server):
     a = generate(server.port, prompt="The quick brown fox", max_tokens=16, temperature=0.9, seed=7, ignore_eos=True)
     b = generate(server.port, prompt="The quick brown fox", max_tokens=16, temperature=0.9, seed=7, ignore_eos=True)
+    assert b.pop("cached_tokens") > a.pop("cached_tokens")       # the second reuses the first's prompt
     assert a == b
     text = a["text"]
     if len(text) > 4:
@@ -251,6 +264,20 @@ def test_raw_sse_format(server):
 # Malformed requests
 # ------------------------------------------------------------------------------------------
 
+def response_complete(resp: bytes) -> bool:
+    """A whole final response with a Content-Length has arrived (interim 100s skipped)."""
+    while resp.startswith(b"HTTP/1.1 100 ") and b"\r\n\r\n" in resp:
+        resp = resp.split(b"\r\n\r\n", 1)[1]
+    head, sep, body = resp.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
 def raw(port, data: bytes, half_close=True, timeout=10):
     """Sends bytes, returns (status or None if no answer, head, body)."""
     with socket.create_connection((HOST, port), timeout=timeout) as s:
@@ -267,6 +294,8 @@ def raw(port, data: bytes, half_close=True, timeout=10):
                 if not b:
                     break
                 chunks.append(b)
+                if response_complete(b"".join(chunks)):      # keep-alive: the server may not close
+                    break
         except OSError:
             pass
     resp = b"".join(chunks)
@@ -376,7 +405,22 @@ MALFORMED = [
     ("stop too many", post(b"/generate", gen_body(stop=["a"] * 20)), {400}),
     ("stream string", post(b"/v1/completions", gen_body(stream="yes")), {400}),
     ("n = 2", post(b"/v1/completions", gen_body(n=2)), {400}),
-    ("unknown fields", post(b"/v1/completions", gen_body(user="u", logprobs=None, foo={"bar": [1]})), {200}),
+    ("accepted no-op fields", post(b"/v1/completions", gen_body(user="u", model="m", logprobs=None, echo=False, best_of=1,
+                                                            suffix=None, response_format={"type": "text"})), {200}),
+    ("unknown field", post(b"/v1/completions", gen_body(foo={"bar": [1]})), {400}),
+    ("unimplemented field", post(b"/v1/completions", gen_body(echo=True)), {400}),
+    ("tools", post(b"/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}'), {400}),
+    ("response_format json", post(b"/v1/chat/completions",
+                                  b'{"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}'), {400}),
+    ("top_logprobs without logprobs", post(b"/v1/chat/completions",
+                                           b'{"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}'), {400}),
+    ("logprobs too many", post(b"/v1/completions", gen_body(logprobs=21)), {400}),
+    ("presence_penalty out of range", post(b"/v1/completions", gen_body(presence_penalty=3)), {400}),
+    ("logit_bias bad key", post(b"/v1/completions", gen_body(logit_bias={"x": 1})), {400}),
+    ("logit_bias bad value", post(b"/v1/completions", gen_body(logit_bias={"1": 500})), {400}),
+    ("tokenize without content", post(b"/tokenize", b'{}'), {400}),
+    ("detokenize bad id", post(b"/detokenize", b'{"tokens": [-1]}'), {400}),
+    ("detokenize not an array", post(b"/detokenize", b'{"tokens": 5}'), {400}),
     ("null fields", post(b"/v1/completions", gen_body(temperature=None, stop=None)), {200}),
     ("chat without messages", post(b"/v1/chat/completions", b'{"max_tokens": 1}'), {400}),
     ("chat bad role", post(b"/v1/chat/completions", b'{"messages": [{"role": "x", "content": "y"}]}'), {400}),
@@ -648,3 +692,446 @@ def test_graceful_shutdown(long_binary):
         c.close()
     with pytest.raises(OSError):
         socket.create_connection((HOST, s.port), timeout=2).close()
+
+
+# ------------------------------------------------------------------------------------------
+# Continuous batching, the prompt cache, OpenAI fields, keep-alive, CORS, metrics, the page
+# ------------------------------------------------------------------------------------------
+
+def metrics(port) -> dict:
+    status, body, headers = get_json(port, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def stream_text(port, body, timeout=60):
+    """Text of a streamed /v1/completions request and the time of each content event."""
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        c.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200
+        text, times, buf = "", [], b""
+        while True:
+            b = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+            if not b:
+                break
+            buf += b
+            while b"\n\n" in buf:
+                ev, buf = buf.split(b"\n\n", 1)
+                if ev == b"data: [DONE]":
+                    continue
+                d = json.loads(ev[6:])
+                if d["choices"] and d["choices"][0]["text"]:
+                    text += d["choices"][0]["text"]
+                    times.append(time.time())
+        return text, times
+    finally:
+        c.close()
+
+
+def test_batched_decoding_same_text_alone_or_in_a_full_batch(binary):
+    """8 seeded requests at once on --parallel 8 decode together (several rows per forward
+    pass, from /metrics) and each gives exactly the text it gives alone; a long prompt
+    arriving meanwhile is prefilled in chunks between decode steps."""
+    s = Server(binary, "--parallel", "8", "-t", "2", "--timeout", str(TIMEOUT))
+    try:
+        reqs = [{"prompt": f"Client {i} says hello", "max_tokens": 40, "temperature": 0.9, "seed": 50 + i,
+                 "ignore_eos": True, "presence_penalty": 0.5 * (i % 3), "frequency_penalty": 0.3 * (i % 2)}
+                for i in range(8)]
+        alone = [generate(s.port, **r)["text"] for r in reqs]
+        m0 = metrics(s.port)
+        results = [None] * 9
+        barrier = threading.Barrier(9)
+
+        def run(i):
+            barrier.wait()
+            if i < 8:
+                results[i] = stream_text(s.port, reqs[i])[0]
+            else:
+                time.sleep(0.05)
+                results[i] = generate(s.port, prompt="word " * 150, max_tokens=4, temperature=0)["text"]
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(9)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+        assert results[:8] == alone
+        m1 = metrics(s.port)
+        steps = m1["bitnet_batch_steps_total"] - m0["bitnet_batch_steps_total"]
+        rows = m1["bitnet_batch_rows_total"] - m0["bitnet_batch_rows_total"]
+        assert rows / steps > 2, (rows, steps)          # batched: many rows per pass
+        assert steps < 8 * 40, steps                     # fewer passes than one per token
+        assert results[8] == generate(s.port, prompt="word " * 150, max_tokens=4, temperature=0)["text"]
+    finally:
+        assert s.stop() == 0
+
+
+def test_prompt_cache(server, binary):
+    """A second request sharing a prefix reuses the slot's KV cache (reported as cached
+    tokens) and gives the same text as without the cache (the CLI)."""
+    system = "You are a helpful assistant who answers briefly. " * 3
+    first = generate(server.port, prompt=system + "Question one?", max_tokens=6, temperature=0, ignore_eos=True)
+    assert first["cached_tokens"] < first["prompt_tokens"]
+    second = generate(server.port, prompt=system + "Question two?", max_tokens=6, temperature=0, ignore_eos=True)
+    assert second["cached_tokens"] >= 20, second
+    cli = subprocess.run([binary, "-p", system + "Question two?", "-n", "6", "--temp", "0", "--ignore-eos", "--no-timings"],
+                         capture_output=True, timeout=60)
+    assert cli.stdout.decode("utf-8", "replace") == system + "Question two?" + second["text"] + "\n"
+    # a chat's next turn starts from the cached previous turn
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": "Hello there"}]
+    out = get_json(server.port, "/v1/chat/completions", "POST", {"messages": msgs, "max_tokens": 8, "temperature": 0})[1]
+    msgs += [{"role": "assistant", "content": out["choices"][0]["message"]["content"]},
+             {"role": "user", "content": "And then?"}]
+    out2 = get_json(server.port, "/v1/chat/completions", "POST", {"messages": msgs, "max_tokens": 8, "temperature": 0})[1]
+    assert out2["usage"]["prompt_tokens_details"]["cached_tokens"] >= out["usage"]["prompt_tokens"] - 1
+    assert metrics(server.port)["bitnet_prompt_tokens_cached_total"] > 0
+
+
+def test_seed_absent_is_fresh_and_reported(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 24, "temperature": 1.0, "ignore_eos": True}
+    a, b = generate(server.port, **body), generate(server.port, **body)
+    assert a["seed"] != b["seed"]
+    assert a["text"] != b["text"]
+    assert generate(server.port, seed=a["seed"], **body)["text"] == a["text"]
+    out = get_json(server.port, "/v1/completions", "POST", dict(body, seed=123))[1]
+    assert out["seed"] == 123
+
+
+def test_logprobs(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    out = get_json(server.port, "/v1/completions", "POST", dict(body, logprobs=3))[1]
+    lp = out["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 6
+    assert "".join(lp["tokens"]) == out["choices"][0]["text"]
+    assert lp["text_offset"][0] == 0
+    for tok, l, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+        vals = list(top.values())
+        assert len(top) <= 3 and vals == sorted(vals, reverse=True) and all(v <= 0 for v in vals)
+        assert l <= 0 and abs(l - max(vals)) < 1e-6           # greedy: the chosen token is the most likely
+    assert get_json(server.port, "/v1/completions", "POST", body)[1]["choices"][0]["logprobs"] is None
+
+    msgs = [{"role": "user", "content": "Say something"}]
+    out = get_json(server.port, "/v1/chat/completions", "POST",
+                   {"messages": msgs, "max_tokens": 5, "temperature": 0, "logprobs": True, "top_logprobs": 2})[1]
+    content = out["choices"][0]["logprobs"]["content"]
+    assert 1 <= len(content) <= 5
+    for c in content:
+        assert len(c["top_logprobs"]) == 2 and c["logprob"] == c["top_logprobs"][0]["logprob"]
+        assert bytes(c["bytes"]).decode("utf-8", "replace") == c["token"]
+        assert sum(math.exp(t["logprob"]) for t in c["top_logprobs"]) <= 1 + 1e-5
+    # streamed: the same log-probabilities, spread over the chunks
+    status, raw_body, _ = get_json(server.port, "/v1/completions", "POST", dict(body, logprobs=1, stream=True))
+    events = [json.loads(e[6:]) for e in raw_body.decode().split("\n\n") if e.startswith("data: {")]
+    streamed = [x for e in events if e["choices"] and e["choices"][0]["logprobs"]
+                for x in e["choices"][0]["logprobs"]["token_logprobs"]]
+    whole = get_json(server.port, "/v1/completions", "POST", dict(body, logprobs=1))[1]
+    assert streamed == whole["choices"][0]["logprobs"]["token_logprobs"]
+
+
+def test_penalties_and_logit_bias(server):
+    body = {"prompt": "the the the the the", "max_tokens": 30, "temperature": 0, "ignore_eos": True}
+    plain = generate(server.port, **body)
+    pen = generate(server.port, frequency_penalty=2.0, presence_penalty=2.0, **body)
+    assert pen["text"] != plain["text"]
+    assert generate(server.port, frequency_penalty=2.0, presence_penalty=2.0, **body)["text"] == pen["text"]
+    toks = get_json(server.port, "/tokenize", "POST", {"content": plain["text"], "add_special": False})[1]["tokens"]
+    pen_toks = get_json(server.port, "/tokenize", "POST", {"content": pen["text"], "add_special": False})[1]["tokens"]
+    assert len(set(pen_toks)) >= len(set(toks))          # penalised: more distinct tokens
+    # logit_bias: a token pushed up by 100 is picked (greedy)
+    first = toks[0]
+    other = (first + 7) % 200 + 3
+    out = get_json(server.port, "/v1/completions", "POST",
+                   {"prompt": "the", "max_tokens": 1, "temperature": 0, "logit_bias": {str(other): 100}, "logprobs": 1})[1]
+    want = get_json(server.port, "/detokenize", "POST", {"tokens": [other]})[1]["content"]
+    assert out["choices"][0]["text"] == want and out["choices"][0]["logprobs"]["tokens"] == [want]
+
+
+def test_unsupported_fields_are_named(server):
+    for body, field in (({"prompt": "x", "max_tokens": 1, "foo": 1}, "foo"),
+                        ({"prompt": "x", "max_tokens": 1, "echo": True}, "echo"),
+                        ({"prompt": "x", "max_tokens": 1, "best_of": 3}, "best_of"),
+                        ({"prompt": "x", "max_tokens": 1, "suffix": "y"}, "suffix")):
+        status, out, _ = get_json(server.port, "/v1/completions", "POST", body)
+        assert status == 400 and out["error"]["param"] == field and field in out["error"]["message"], out
+    status, out, _ = get_json(server.port, "/v1/chat/completions", "POST",
+                              {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})
+    assert status == 400 and out["error"]["param"] == "tools"
+
+
+def test_tokenize_detokenize(server):
+    status, out, _ = get_json(server.port, "/tokenize", "POST", {"content": "Hello world"})
+    assert status == 200 and all(isinstance(t, int) for t in out["tokens"])
+    no_bos = get_json(server.port, "/tokenize", "POST", {"content": "Hello world", "add_special": False})[1]["tokens"]
+    assert len(no_bos) <= len(out["tokens"])
+    status, back, _ = get_json(server.port, "/detokenize", "POST", {"tokens": no_bos})
+    assert status == 200 and back["content"] == "Hello world"
+
+
+def test_keep_alive_and_connection_close(server):
+    c = http.client.HTTPConnection(HOST, server.port, timeout=30)
+    try:
+        c.request("GET", "/health")
+        r = c.getresponse()
+        r.read()
+        assert r.getheader("Connection") == "keep-alive"
+        sock = c.sock
+        for _ in range(3):
+            c.request("POST", "/generate", body=json.dumps({"prompt": "hi", "max_tokens": 2}),
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            assert r.status == 200 and json.loads(r.read())["tokens"] <= 2
+            assert c.sock is sock                            # the same connection throughout
+        c.request("GET", "/health", headers={"Connection": "close"})
+        r = c.getresponse()
+        r.read()
+        assert r.getheader("Connection") == "close"
+    finally:
+        c.close()
+    # pipelined: two requests in one write, two answers
+    with socket.create_connection((HOST, server.port), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_cors_log_and_metrics(binary):
+    s = Server(binary, "-t", "1", "--cors", "http://example.test", "--timeout", str(TIMEOUT))
+    try:
+        status, _, headers = get_json(s.port, "/health")
+        assert headers["Access-Control-Allow-Origin"] == "http://example.test"
+        c = http.client.HTTPConnection(HOST, s.port, timeout=10)
+        c.request("OPTIONS", "/v1/chat/completions", headers={"Origin": "http://example.test",
+                                                              "Access-Control-Request-Method": "POST"})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 204 and "POST" in r.getheader("Access-Control-Allow-Methods")
+        assert r.getheader("Access-Control-Allow-Origin") == "http://example.test"
+        c.close()
+        secret = "my secret prompt text"
+        generate(s.port, prompt=secret, max_tokens=2)
+        get_json(s.port, "/nope")
+        m = metrics(s.port)
+        assert m['bitnet_requests_total{status="200"}'] >= 2 and m['bitnet_requests_total{status="404"}'] == 1
+        assert m["bitnet_completion_tokens_total"] >= 1 and m["bitnet_slots"] == 1
+        assert m['bitnet_request_duration_seconds_bucket{le="+Inf"}'] >= 3
+        assert m["bitnet_time_to_first_token_seconds_count"] >= 1
+        assert "bitnet_queue_length" in m and "bitnet_slots_busy" in m
+    finally:
+        assert s.stop() == 0
+    log = s.log_text()
+    lines = [l for l in log.splitlines() if l.startswith(("GET ", "POST ", "OPTIONS "))]
+    assert any(l.startswith("POST /generate 200 prompt=") for l in lines), log
+    assert any(l.startswith("GET /nope 404") for l in lines), log
+    assert secret not in log
+    s = Server(binary, "-t", "1", "--log-prompts", "--timeout", str(TIMEOUT))
+    try:
+        generate(s.port, prompt=secret, max_tokens=1)
+    finally:
+        assert s.stop() == 0
+    assert secret in s.log_text()
+
+
+def test_chat_context_shift(server):
+    """A conversation longer than the context drops its oldest turns after the system
+    prompt and is answered; one message longer than the context is a 400."""
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for i in range(40):
+        msgs += [{"role": "user", "content": f"Tell me about thing number {i}, please."},
+                 {"role": "assistant", "content": f"Thing {i} is a thing."}]
+    msgs.append({"role": "user", "content": "And the last one?"})
+    status, out, _ = get_json(server.port, "/v1/chat/completions", "POST", {"messages": msgs, "max_tokens": 8})
+    assert status == 200, out
+    assert out["usage"]["prompt_tokens"] < 256
+    status, out, _ = get_json(server.port, "/v1/chat/completions", "POST",
+                              {"messages": [{"role": "user", "content": "word " * 400}], "max_tokens": 8})
+    assert status == 400 and out["error"]["code"] == "context_length_exceeded"
+
+
+def test_chat_page(server):
+    status, body, headers = get_json(server.port, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert "<script>" in page and "v1/chat/completions" in page
+    assert "http://" not in page and "https://" not in page        # no external assets
+
+
+# ------------------------------------------------------------------------------------------
+# The server under load, compiled with AddressSanitizer and UndefinedBehaviorSanitizer
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs the system gcc for ASan/UBSan")
+def test_server_under_load_clean_under_asan_ubsan(cache, tmp_path):
+    """The generated tree compiled by gcc -fsanitize=address,undefined (server.c, http.c and
+    json.c with -Werror), serving batched streams, plain and chat requests with logprobs and
+    penalties, cancelled streams, prompt-cache hits, malformed requests and keep-alive at
+    once, then shut down: no sanitizer report, exit 0 (LeakSanitizer included)."""
+    from bitnet_aot.build import build
+    gguf = cache.model("bitnet-b1.58", "tq2_0")
+    d = tmp_path / "san"
+    res = build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
+    (d / "obj").mkdir(exist_ok=True)
+    objs = []
+    for cmd in res.commands[:-1]:
+        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
+        own = src.endswith(("server.c", "http.c", "json.c"))
+        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f"))
+                 and a != "-mcmodel=medium" and (a != "-Werror" or own)]
+        r = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+                           + flags + ["-c", src, "-o", obj], cwd=str(d), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        objs.append(obj)
+    r = subprocess.run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"],
+                       cwd=str(d), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s = Server(str(d / "san"), "--parallel", "4", "--queue", "16", "-t", "2", "--timeout", str(TIMEOUT),
+               "--max-body", str(MAX_BODY))
+    errors = []
+
+    def client(i):
+        try:
+            kind = i % 5
+            if kind == 0:
+                stream_text(s.port, {"prompt": f"Stream {i}", "max_tokens": 24, "seed": i, "logprobs": 2})
+            elif kind == 1:
+                generate(s.port, prompt="A shared prefix for the cache. " * 4 + str(i), max_tokens=12,
+                         presence_penalty=0.5, frequency_penalty=0.5, logit_bias={"5": 3})
+            elif kind == 2:
+                st, out, _ = get_json(s.port, "/v1/chat/completions", "POST",
+                                      {"messages": [{"role": "user", "content": f"hi {i}"}], "max_tokens": 10,
+                                       "logprobs": True, "top_logprobs": 3, "stream": i % 2 == 0})
+                assert st in (200, 503)
+            elif kind == 3:                                   # cancelled mid-stream
+                with socket.create_connection((HOST, s.port), timeout=10) as c:
+                    body = json.dumps({"prompt": "Once", "max_tokens": 200, "stream": True, "ignore_eos": True}).encode()
+                    c.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                    c.recv(200)
+            else:
+                name, data, want = MALFORMED[i % len(MALFORMED)]
+                status, _, _ = raw(s.port, data, half_close=None in want)
+                assert status in want, name
+        except Exception as e:                                # noqa: BLE001 (collected, asserted below)
+            errors.append((i, repr(e)))
+
+    try:
+        for _ in range(2):
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=240)
+            assert not any(t.is_alive() for t in threads), "a request hung"
+        assert not errors, errors
+        metrics(s.port)
+        assert_healthy(s)
+    finally:
+        rc = s.stop()
+    err = s.log_text()
+    assert "runtime error" not in err and "Sanitizer" not in err, err[-4000:]
+    assert rc == 0, err[-4000:]
+
+
+@pytest.mark.slow
+def test_soak_2000_mixed_requests(binary):
+    """2,000 mixed requests from 16 clients (plain, streamed, chat, cancelled mid-stream,
+    malformed, over-long, keep-alive): every one answered as expected, none hung, /health
+    answering throughout, resident memory flat after warm-up."""
+    s = Server(binary, "--parallel", "4", "--queue", "64", "-t", "2", "--timeout", str(TIMEOUT),
+               "--max-body", str(MAX_BODY))
+    total, workers = 2000, 16
+    counter, lock = iter(range(total)), threading.Lock()
+    problems, done, rss = [], [0], []
+    stop_health = threading.Event()
+
+    def health():
+        while not stop_health.is_set():
+            t0 = time.time()
+            try:
+                status = get_json(s.port, "/health", timeout=5)[0]
+                if status != 200 or time.time() - t0 > 3:
+                    problems.append(("health", status, time.time() - t0))
+            except OSError as e:
+                problems.append(("health", repr(e)))
+            time.sleep(0.2)
+
+    def one(i):
+        kind = i % 8
+        if kind in (0, 1):
+            out = generate(s.port, prompt=f"Soak {i}", max_tokens=8, seed=i)
+            assert out["tokens"] <= 8
+        elif kind == 2:
+            text, _ = stream_text(s.port, {"prompt": f"Stream {i}", "max_tokens": 8})
+        elif kind == 3:
+            st, out, _ = get_json(s.port, "/v1/chat/completions", "POST",
+                                  {"messages": [{"role": "user", "content": f"hi {i}"}], "max_tokens": 6, "stream": i % 2 == 0})
+            assert st == 200, out
+        elif kind == 4:                                       # cancelled mid-stream
+            with socket.create_connection((HOST, s.port), timeout=10) as c:
+                body = json.dumps({"prompt": "Once", "max_tokens": 100, "stream": True, "ignore_eos": True}).encode()
+                c.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                c.recv(300)
+        elif kind == 5:
+            name, data, want = MALFORMED[i % len(MALFORMED)]
+            status, _, _ = raw(s.port, data, half_close=None in want)
+            assert status in want, name
+        elif kind == 6:                                       # over-long
+            st, out, _ = get_json(s.port, "/generate", "POST", {"prompt": "word " * 400})
+            assert st == 400 and out["error"]["code"] == "context_length_exceeded"
+        else:                                                 # keep-alive: three on one connection
+            c = http.client.HTTPConnection(HOST, s.port, timeout=30)
+            try:
+                for _ in range(3):
+                    c.request("POST", "/tokenize", body=json.dumps({"content": f"t {i}"}))
+                    r = c.getresponse()
+                    assert r.status == 200 and json.loads(r.read())["tokens"]
+            finally:
+                c.close()
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            try:
+                one(i)
+            except Exception as e:                            # noqa: BLE001 (collected, asserted below)
+                problems.append((i, repr(e)))
+            with lock:
+                done[0] += 1
+                if done[0] % 250 == 0:
+                    rss.append(s.rss_kib())
+
+    hthread = threading.Thread(target=health)
+    hthread.start()
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=1200)
+        assert not any(t.is_alive() for t in threads), "a request hung"
+    finally:
+        stop_health.set()
+        hthread.join()
+    try:
+        assert done[0] == total and not problems, problems[:10]
+        print(f"soak: RSS every 250 requests {rss} KiB")
+        assert max(rss[2:]) - rss[1] < 8192, rss             # flat after warm-up (8 MiB slack)
+        assert_healthy(s)
+    finally:
+        assert s.stop() == 0

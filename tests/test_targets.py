@@ -6,9 +6,12 @@
   logit anywhere shows).
 - x86-64 binaries under a CPU without AVX2 and aarch64 binaries under a CPU without the dot
   product run the whole model on their fallback kernels (no SIGILL).
-- macOS and Windows binaries, which cannot run here, are checked for their format (Mach-O,
-  PE), what they import, and the integrity of their embedded weights (`bitnet-aot verify`,
-  which finds the blob by its marker without running the binary).
+- Windows binaries run under wine64 (the emulated suite): greedy and penalised greedy equal
+  the reference, --verify passes, --chat on piped input (CRLF lines) gives the Linux
+  binary's ids and text, and `serve` refuses with its one line.
+- macOS binaries, which cannot run here, and Windows ones are checked for their format
+  (Mach-O, PE), what they import, and the integrity of their embedded weights (`bitnet-aot
+  verify`, which finds the blob by its marker without running the binary).
 
 Cross builds under the `emulated` marker cover every target at least once; the default run
 builds the two macOS binaries and the baseline x86-64 one (about 10 s each even with an
@@ -39,6 +42,9 @@ PENALTY = 2.0          # --repeat-penalty of the second check (with --repeat-las
 
 TARGETS = {t.name: t for t in list_targets()}
 BUILD_ONLY = sorted(n for n, t in TARGETS.items() if t.run == "none")
+# binaries checked for their format and embedded weights: those that cannot run here, and
+# the Windows ones (which also run under wine)
+FORMAT_CHECKED = sorted(n for n, t in TARGETS.items() if t.run in ("none", "wine"))
 # Build-only targets the default run checks: macOS links zig's libSystem stubs, so even a
 # first build takes ~10 s. The first Windows build compiles MinGW (~1 min): emulated suite.
 DEFAULT_RUN_FOREIGN = [n for n in BUILD_ONLY if TARGETS[n].object_format == "macho"]
@@ -114,16 +120,39 @@ def run_wasm(exe, args, dirs=()):
             return rc, fo.read(), fe.read()
 
 
-def run_binary(target, exe, args, cpu=None, dirs=()):
+WINE = shutil.which("wine64") or ("/usr/lib/wine/wine64" if os.path.exists("/usr/lib/wine/wine64") else None) \
+    or shutil.which("wine")
+
+
+def wine_env():
+    """Environment for wine64: a prefix of our own (created on first use: `wineboot --init`,
+    about 20 s; no display, no Mono/Gecko installers), and no debug chatter on stderr."""
+    if not WINE:
+        pytest.skip("wine64 not installed (apt-get install wine64)")
+    prefix = os.environ.get("BITNET_AOT_WINEPREFIX") or os.path.expanduser("~/.cache/bitnet-aot/wine")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(WINEPREFIX=prefix, WINEDEBUG="-all", WINEDLLOVERRIDES="mscoree,mshtml=")
+    if not os.path.isfile(os.path.join(prefix, "system.reg")):
+        os.makedirs(prefix, exist_ok=True)
+        subprocess.run([WINE, "wineboot", "--init"], env=env, capture_output=True, timeout=600)
+        subprocess.run([shutil.which("wineserver") or "wineserver", "-w"], env=env, capture_output=True, timeout=600)
+    return env
+
+
+def run_binary(target, exe, args, cpu=None, dirs=(), stdin=None):
     t = TARGETS[target]
     if t.run == "wasmtime":
         return run_wasm(exe, args, dirs)
+    if t.run == "wine":
+        rc, out, err = _run([WINE, exe] + list(args), env=wine_env(), input=stdin)
+        # wine's own notices about its prefix ("wine: configuration in ... has been updated")
+        return rc, out, "".join(ln for ln in err.splitlines(True) if not ln.startswith(("wine: ", "wineserver: ")))
     prefix = []
     if t.run == "qemu" or cpu:
         if not have(t.qemu):
             pytest.skip(f"{t.qemu} not installed (apt-get install qemu-user)")
         prefix = [t.qemu] + (["-cpu", cpu] if cpu else [])
-    return _run(prefix + [exe] + list(args))
+    return _run(prefix + [exe] + list(args), input=stdin)
 
 
 def generate(target, exe, prompt, extra=(), cpu=None):
@@ -154,7 +183,8 @@ def test_every_target_file_is_consistent():
             "aarch64-android", "x86_64-macos", "aarch64-macos", "x86_64-windows", "wasm32-wasi"} <= set(TARGETS)
     for name, t in TARGETS.items():
         assert t.name == name and not t.extra, (name, t.extra)       # no misspelled keys
-        assert t.run in ("native", "qemu", "wasmtime", "none"), name
+        assert t.run in ("native", "qemu", "wasmtime", "wine", "none"), name
+        assert t.run != "wine" or t.object_format == "coff", name
         assert t.run != "qemu" or t.qemu.startswith("qemu-"), name
         assert t.default_kernel in t.kernels and "i2s" in t.kernels, name
         simd = FAST_LAYOUTS.get(arch_of(t.zig_target), ()) if t.cpu_dispatch else ()
@@ -200,6 +230,7 @@ def _check_elf(path, arch):
     ("aarch64-linux", "cortex-a72"),      # no dot product: the NEON variant without sdot
     ("x86_64-linux-baseline", "Nehalem"),
     ("wasm32-wasi", None),
+    ("x86_64-windows", None),             # under wine64
 ])
 def test_emulated_target_matches_reference(cache, model, target, cpu):
     t = TARGETS[target]
@@ -211,6 +242,29 @@ def test_emulated_target_matches_reference(cache, model, target, cpu):
     assert rc == 0 and "weights OK" in out, err
     rc, out, err = run_binary(target, res.output, ["--info"], cpu=cpu)
     assert rc == 0 and json.loads(out.splitlines()[0])["target"] == target, err
+
+
+@pytest.mark.emulated
+def test_windows_binary_runs_under_wine(cache, model):
+    """The x86_64-windows .exe under wine64: the tl2 kernel matches the reference too (the
+    default i2s one: test_emulated_target_matches_reference), a chat on piped input with
+    CRLF line endings evaluates and prints what the Linux binary does, and serve refuses."""
+    exe = cache.build(model[0], "x86_64-windows", shared=False, kernel="tl2").output
+    err = check_matches_reference("x86_64-windows", exe, model)
+    assert "kernel tl2_" in err, err
+    win = cache.build(model[0], "x86_64-windows", shared=False).output
+    linux = cache.build(model[0], "host", shared=False).output
+    args = ["--chat", "--chat-format", "bitnet", "--print-ids", "--temp", "0", "-n", "6", "-t", "2", "--no-timings"]
+    rc_w, out_w, err_w = run_binary("x86_64-windows", win, args, stdin="Hello there\r\nWhat next?\r\n")
+    rc_l, out_l, err_l = _run([linux] + args, input="Hello there\nWhat next?\n")
+    assert rc_w == 0 and rc_l == 0, err_w + err_l
+    ids = [ln for ln in err_w.splitlines() if ln.startswith("ids:")]
+    assert len(ids) == 2, err_w
+    assert ids == [ln for ln in err_l.splitlines() if ln.startswith("ids:")]
+    assert out_w.replace("\r\n", "\n") == out_l
+    rc, out, err = run_binary("x86_64-windows", win, ["serve", "--port", "8000"])
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("error: serve is not supported on this target (Windows)"), err
 
 
 @pytest.mark.emulated
@@ -350,7 +404,7 @@ def test_foreign_binary_format_and_weights(foreign_builds, model, target, tmp_pa
 
 
 @pytest.mark.emulated
-@pytest.mark.parametrize("target,kernel", [(n, k) for n in BUILD_ONLY for k in TARGETS[n].kernels
+@pytest.mark.parametrize("target,kernel", [(n, k) for n in FORMAT_CHECKED for k in TARGETS[n].kernels
                                            if n not in DEFAULT_RUN_FOREIGN or k != TARGETS[n].default_kernel])
 def test_foreign_binary_format_and_weights_each_kernel(cache, model, target, kernel, tmp_path):
     """The emulated suite builds every build-only target too, with every kernel."""

@@ -8,8 +8,10 @@
  * KERNELS_SCALAR_ONLY (define it) builds a table of scalar kernels only, for builds that
  * compile no SIMD file.
  */
+#include <stdlib.h>
 #include <string.h>
 
+#include "attn.h"
 #include "kernels.h"
 
 #if !defined(KERNELS_SCALAR_ONLY) && (defined(__x86_64__) || defined(_M_X64))
@@ -26,8 +28,9 @@ static unsigned detect_features(void) {
     unsigned a, b, c, d, f = 0;
     if (!__get_cpuid(0, &a, &b, &c, &d) || a < 7) return 0;
     __get_cpuid(1, &a, &b, &c, &d);
-    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
     if (!osxsave || !avx) return 0;
+    if (f16c) f |= KCPU_F16C;
     /* XCR0 bits 1 (SSE state) and 2 (AVX state): the OS saves YMM registers. */
     unsigned xlo, xhi;
     __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
@@ -153,5 +156,35 @@ const ternary_kernel *kernel_pick(const char *layout) {
 const ternary_kernel *kernel_by_name(const char *name) {
     for (int i = 0; i < kernel_table_len; i++)
         if (strcmp(kernel_table[i].name, name) == 0) return &kernel_table[i];
+    return NULL;
+}
+
+/* ---- attention inner loops (attn.h): fastest first, scalar last ---------------------- */
+const attn_ops attn_ops_table[] = {
+#if KERNELS_X86
+    {"avx2", KCPU_AVX2 | KCPU_F16C, attn_scores_avx2, attn_pv_avx2, attn_exp_avx2},
+#endif
+#if KERNELS_ARM64
+    {"neon", 0, attn_scores_neon, attn_pv_neon, attn_exp_neon},
+#endif
+    {"scalar", 0, attn_scores_scalar, attn_pv_scalar, attn_exp_scalar},
+};
+const int attn_ops_table_len = (int)(sizeof attn_ops_table / sizeof attn_ops_table[0]);
+
+const attn_ops *attn_pick(void) {
+    const unsigned have = kernel_cpu_features();
+    const char *force = getenv("BN_ATTN_VARIANT");   /* tests: run a named variant this CPU has */
+    if (force) {
+        const attn_ops *o = attn_by_name(force);
+        if (o && (o->needs & ~have) == 0) return o;
+    }
+    for (int i = 0; i < attn_ops_table_len; i++)
+        if ((attn_ops_table[i].needs & ~have) == 0) return &attn_ops_table[i];
+    return &attn_ops_table[attn_ops_table_len - 1];
+}
+
+const attn_ops *attn_by_name(const char *name) {
+    for (int i = 0; i < attn_ops_table_len; i++)
+        if (strcmp(attn_ops_table[i].name, name) == 0) return &attn_ops_table[i];
     return NULL;
 }

@@ -95,6 +95,7 @@ enum {
     KCPU_DOTPROD = 1u << 1,  /* aarch64: SDOT/UDOT (HWCAP_ASIMDDP); plain NEON is baseline */
     KCPU_AVXVNNI = 1u << 2,  /* x86-64: AVX-VNNI (VEX vpdpbusd; cpuid 7.1 eax bit 4) */
     KCPU_AVX512VNNI = 1u << 3,  /* x86-64: AVX512F+BW+VNNI and the OS saves ZMM state */
+    KCPU_F16C    = 1u << 4,  /* x86-64: F16C half-precision conversions (cpuid 1 ecx bit 29) */
 };
 unsigned kernel_cpu_features(void);  /* KCPU_* bits of this CPU (computed once, cached) */
 
