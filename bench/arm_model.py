@@ -7,7 +7,7 @@ kernels for the same job (one token's ternary dot products), and from it a proje
 A projection, not a measurement: nothing here runs on ARM.
 
 1. Each kernel is compiled with clang for aarch64 (and armv7: -mfpu=neon) at -O3, for each
-   core's -mcpu. Ours come from runtime_c/kernels/; the peers' are taken at run time from
+   core's -mcpu. Ours come from runtime_c/core/kernels/; the peers' are taken at run time from
    their public sources and never stored in this repository:
    - llama.cpp's TQ2_0 dot product (ggml_vec_dot_tq2_0_q8_K, ggml-cpu/arch/arm/quants.c) from
      the llama-cpp-python==0.3.36 sdist on PyPI (`pip download --no-binary :all:`), cached in
@@ -177,7 +177,7 @@ def compile_asm(src: str, triple: str, cpu: str, extra: list, tmp: str, name: st
         f.write(src)
     s = os.path.join(tmp, name + ".s")
     cmd = [CLANG, f"--target={triple}", "-O3", "-S", "-ffreestanding", "-fno-asynchronous-unwind-tables",
-           f"-mcpu={cpu}", "-I", os.path.join(ROOT, "runtime_c", "kernels"), *extra, c, "-o", s]
+           f"-mcpu={cpu}", "-I", os.path.join(ROOT, "runtime_c", "core", "kernels"), *extra, c, "-o", s]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "clang failed")
@@ -224,7 +224,7 @@ def mca_cycles(body: list, triple: str, cpu: str, attrs: str) -> float:
 
 
 def kernels_aarch64(bitnet_src):
-    ours = open(os.path.join(ROOT, "runtime_c", "kernels", "i2s_neon.c")).read()
+    ours = open(os.path.join(ROOT, "runtime_c", "core", "kernels", "i2s_neon.c")).read()
     out = [
         ("bitnet-aot i2s_neon_dotprod (4 rows)", ours, ["-DI2S_DOTPROD"], "i2s_gemv_neon_dotprod", 64, True),
         ("bitnet-aot i2s_neon (4 rows, no SDOT)", ours, [], "i2s_gemv_neon", 64, False),
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
                 rows.append({"isa": "aarch64", "kernel": kname, "core": label, "llvm_model_cpu": mca_cpu,
                              "weights_per_iter": w, "cycles_per_iter": cyc, "cycles_per_256": c256,
                              "bytes_per_cycle": bytes256 / c256, "loop_instructions": len(body)})
-        scalar = open(os.path.join(ROOT, "runtime_c", "kernels", "i2s_scalar.c")).read()
+        scalar = open(os.path.join(ROOT, "runtime_c", "core", "kernels", "i2s_scalar.c")).read()
         v7 = [("bitnet-aot i2s_scalar (what armv7 runs today)", scalar, "i2s_gemv_scalar", 64),
               ("llama.cpp TQ2_0 (no SDOT)", llama_source().replace("#define QK_K", ARMV7_SHIMS + "#define QK_K", 1),
                "ggml_vec_dot_tq2_0_q8_K", 66)]

@@ -1,4 +1,4 @@
-"""Tokenizer benchmark: encode/decode throughput of the C tokenizer (runtime_c/tokenizer.c)
+"""Tokenizer benchmark: encode/decode throughput of the C tokenizer (runtime_c/text/tokenizer.c)
 on WikiText-2 (wiki.test.raw, 1.29 MB), next to the Python references.
 
     python bench/tokenizer.py [--repeat 5] [--out bench/results/tokenizer-<date>.json]

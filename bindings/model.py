@@ -96,7 +96,7 @@ def compile_cached(gguf: str, cache_dir: Optional[str] = None, executable: bool 
 
 
 # ------------------------------------------------------------------------------------------
-# Argument checks: the ranges and messages of the compiled CLI (runtime_c/options.c)
+# Argument checks: the ranges and messages of the compiled CLI (runtime_c/app/options.c)
 # ------------------------------------------------------------------------------------------
 
 N_PREDICT_MAX = 1 << 24

@@ -13,6 +13,7 @@ from .codegen import (KV_TYPES, BuildOptions, batch_size, blob_s, copy_runtime, 
                       write_weights)
 from .errors import BitnetError
 from .gguf_import import load_gguf
+from .kernels import KERNELS_DIR
 from .model import Model
 from .pack import MATRIX_CHOICES
 from .targets import Target, load_target
@@ -24,7 +25,7 @@ from .toolchain import run_zig_all, zig_version
 # function and datum so the linker can drop unused ones.
 BASE_CFLAGS = ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-g0",
                "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-ffunction-sections", "-fdata-sections",
-               "-fno-ident", "-Isrc", "-Isrc/kernels", "-Igen"]
+               "-fno-ident", "-Isrc", "-Igen"]
 
 
 @dataclass
@@ -67,7 +68,7 @@ def kernel_sources(target: Target, cpu_dispatch: bool = True) -> list:
     every variant the target can use (compiler/kernels.py), chosen among at run time."""
     from .kernels import arch_of, kernel_sources as table
     cpu_dispatch = cpu_dispatch and target.cpu_dispatch
-    return [(f"src/kernels/{k.source}", list(k.flags)) for k in table(arch_of(target.zig_target), cpu_dispatch)]
+    return [(f"src/{KERNELS_DIR}/{k.source}", list(k.flags)) for k in table(arch_of(target.zig_target), cpu_dispatch)]
 
 
 def choose_kernel(target: Target, kernel: str) -> str:
@@ -148,9 +149,11 @@ def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=p
             f.write(blob_s(target, opts, size))
         asm.append("gen/blob.S")
     kern = kernel_sources(target)
-    runtime = [p for p in c_files if not p.startswith(os.path.join("src", "kernels"))]
+    # the kernels are compiled per ISA above; a shared library (the Python binding) is the
+    # core and text layers only: no CLI, chat loop, server, HTTP or JSON (runtime_c/app/)
+    runtime = [p for p in c_files if not p.startswith(os.path.join("src", KERNELS_DIR) + os.sep)]
     if opts.shared:
-        runtime = [p for p in runtime if os.path.basename(p) != "main.c"]
+        runtime = [p for p in runtime if not p.startswith(os.path.join("src", "app") + os.sep)]
     sources = [(p, []) for p in runtime + gen_c] + [(p, fl) for p, fl in kern] + [(p, []) for p in asm]
     return {"kernel": kernel, "sources": sources, "blob_bytes": size, "sha": sha}
 

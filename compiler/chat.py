@@ -1,4 +1,4 @@
-"""Chat templates, the Python mirror of runtime_c/chat.c (same recognition, same text).
+"""Chat templates, the Python mirror of runtime_c/text/chat.c (same recognition, same text).
 
 The compiled binary cannot run Jinja, so both sides recognise the model's
 ``tokenizer.chat_template`` by markers it contains and format a conversation with
@@ -75,7 +75,7 @@ def format_chat(fmt: str, messages: Iterable, add_assistant: bool = True,
 def turn_text(fmt: str, users: list, system: Optional[str] = None,
               eos_token: str = "<|endoftext|>") -> str:
     """The text that turn ``len(users)`` of a chat session adds (what ``./model --chat`` in
-    runtime_c/chat_cli.c encodes and evaluates that turn, BOS aside): the conversation so far,
+    runtime_c/app/chat_cli.c encodes and evaluates that turn, BOS aside): the conversation so far,
     with earlier assistant replies empty (their tokens are the model's own, already in the KV
     cache), minus the text of the earlier turns."""
     def conversation(k):

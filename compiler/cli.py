@@ -281,7 +281,7 @@ def cmd_doctor(a):
 
 
 # `serve` flags the compiled server takes: (flags, metavar, help). Their values are checked
-# by the server itself (runtime_c/options.c), with the binary's messages.
+# by the server itself (runtime_c/app/options.c), with the binary's messages.
 SERVE_FLAGS = [
     (("--host",), "ADDR", "address to bind (default 127.0.0.1; 0.0.0.0 for every interface)"),
     (("--port",), "N", "TCP port (default 8000)"),

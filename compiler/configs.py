@@ -18,7 +18,7 @@ Fields (HF config.json names in brackets):
                  falcon3 = LLaMA-3 regex), qwen2 (BPE, Qwen2 regex), llama-spm (SentencePiece)
   specials       {token id: text} of the special tokens the factory places at their ids
   bos, eos, eot  ids (-1: none) [bos_token_id, eos_token_id; eot from the chat template]
-  chat           chat template family (what runtime_c/chat.c detects), or None
+  chat           chat template family (what runtime_c/text/chat.c detects), or None
   weights        how the published checkpoint stores the ternary weights
   source         where the numbers were read (config.json / generation_config.json pages)
   verified       False when no config.json was found: the row is then not offered as a shape

@@ -3,7 +3,7 @@
 The build driver compiles every (source, flags) of the target's architecture into its own
 object (ISA flags are per file: only the file of a variant may use that variant's
 instructions) and links them together with dispatch.c, which picks a variant at start-up
-(runtime_c/kernels/dispatch.c). Paths are relative to runtime_c/kernels/.
+(runtime_c/core/kernels/dispatch.c). Paths are relative to runtime_c/core/kernels/.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class KernelSource:
-    source: str            # file in runtime_c/kernels/
+    source: str            # file in runtime_c/core/kernels/
     flags: tuple[str, ...]  # extra compiler flags for this file only
     isa: str               # "scalar", "avx2", "avxvnni", "avx512vnni", "neon", "neon_dotprod", or "" for dispatch
 
@@ -61,7 +61,8 @@ def arch_of(triple: str) -> str:
     return triple.split("-")[0]
 
 
-KERNELS_DIR_NAME = "runtime_c/kernels"
+KERNELS_DIR = "core/kernels"              # inside runtime_c/ (and src/ of a build tree)
+KERNELS_DIR_NAME = "runtime_c/" + KERNELS_DIR
 
 
 def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo_root: str,

@@ -1,6 +1,6 @@
 """Weight packing: model description -> the byte layouts the C kernels read.
 
-The "i2s" layout is documented in runtime_c/kernels/kernels.h; this is its only writer.
+The "i2s" layout is documented in runtime_c/core/kernels/kernels.h; this is its only writer.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def pack_i2s(codes: np.ndarray) -> np.ndarray:
 
 
 # -- float matrices (embedding, head): f32, f16, or quantized --------------------------------
-MATRIX_TYPES = {"f32": 0, "f16": 1, "q8": 2, "q4": 3, "q6": 4}   # BN_MAT_* in runtime_c/weights.h
+MATRIX_TYPES = {"f32": 0, "f16": 1, "q8": 2, "q4": 3, "q6": 4}   # BN_MAT_* in runtime_c/core/weights.h
 MATRIX_CHOICES = ("auto", "f32", "f16", "q8", "q6", "q4")   # --head and --embed; auto: the file's precision
 QUANTIZED = ("q8", "q6", "q4")
 QBLOCK = 32              # elements per block: the q4/q6 scales, and the head's int8 input (head.c)
@@ -107,7 +107,7 @@ def _quantize_blocks(b: np.ndarray, nmax: int):
 
 
 def pack_matrix(a: np.ndarray, kind: str, rows_per_chunk: int = 512) -> PackedMatrix:
-    """A [V, E] float matrix in one of MATRIX_TYPES (layouts: runtime_c/weights.h, head.c).
+    """A [V, E] float matrix in one of MATRIX_TYPES (layouts: runtime_c/core/weights.h, head.c).
 
       f32, f16: [V][E] values.
       q8: int8 codes [V][EP8] (EP8 = E rounded up to 32, zero padding), one f32 scale per row

@@ -1,7 +1,7 @@
 """Weight packing for the lookup-table kernels: tl2 (x86 AVX2) and tl1 (ARM NEON).
 
-The byte layouts are documented at the top of runtime_c/kernels/tl2_avx2.c and
-runtime_c/kernels/tl1_neon.c, and their sizes in runtime_c/kernels/tl_layout.h. These two
+The byte layouts are documented at the top of runtime_c/core/kernels/tl2_avx2.c and
+runtime_c/core/kernels/tl1_neon.c, and their sizes in runtime_c/core/kernels/tl_layout.h. These two
 functions are their only writers. Both keep K padded to KP (a multiple of 128, as for
 i2s), so a runtime quantizes activations once for any layout; rows are grouped in tiles
 of 32 (M padded with zero rows).

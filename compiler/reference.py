@@ -61,14 +61,14 @@ def silu(g: np.ndarray) -> np.ndarray:
     return (g64 / (1.0 + np.exp(-g64))).astype(f32)
 
 
-# Attention: the runtime's numerics (runtime_c/kernels/attn.h), so reference and compiled
+# Attention: the runtime's numerics (runtime_c/core/kernels/attn.h), so reference and compiled
 # model agree to the last bit: dot products summed over d in order, keys in chunks of 64
 # with a float exp polynomial, chunks and then segments of 512 merged in order.
 ATTN_CHUNK, ATTN_SEG = 64, 512
 
 
 def attn_exp(x: np.ndarray) -> np.ndarray:
-    """e^x for x <= 0 in float32, exactly as attn_exp_f32 in runtime_c/kernels/attn.h."""
+    """e^x for x <= 0 in float32, exactly as attn_exp_f32 in runtime_c/core/kernels/attn.h."""
     x = np.where(x < f32(-87.0), f32(-87.0), x).astype(f32)
     kf = (x * f32(1.44269504) + f32(12582912.0)) - f32(12582912.0)
     r = (x - kf * f32(0.693359375)) - kf * f32(-2.12194440e-4)
@@ -128,7 +128,7 @@ KV_CHOICES = ("f16", "f32", "q8")
 
 
 def kv_store(x: np.ndarray, kv: str):
-    """x [T, Hkv, D] as the KV cache stores it (runtime_c/model.c kv_store): returns
+    """x [T, Hkv, D] as the KV cache stores it (runtime_c/core/model.c kv_store): returns
     (values [T, Hkv, D], scales [T, Hkv] or None). f32 as is, f16 rounded to nearest even;
     q8 per position and head: codes round(x / s) (half to even), s = max|x| / 127."""
     if kv == "f32":
@@ -144,7 +144,7 @@ def kv_store(x: np.ndarray, kv: str):
 
 
 def quantize_head_input(xn: np.ndarray):
-    """The integer heads' input (runtime_c/head.c, head_prepare): xn f32 [T, E], zero-padded
+    """The integer heads' input (runtime_c/core/head.c, head_prepare): xn f32 [T, E], zero-padded
     to whole pairs of 32-blocks, quantized per block Q8_0-style: d = max|block| / 127,
     q = round(x / d) (half to even). Returns (q int8 [T, blocks, 32], d f32 [T, blocks])."""
     T, E = xn.shape
@@ -158,7 +158,7 @@ def quantize_head_input(xn: np.ndarray):
 
 
 def quantized_head(xn: np.ndarray, pm: PackedMatrix) -> np.ndarray:
-    """logits f32 [T, V] of a q8/q6/q4 head, computed as runtime_c/head.c does: per 32-block
+    """logits f32 [T, V] of a q8/q6/q4 head, computed as runtime_c/core/head.c does: per 32-block
     an exact integer dot of the codes with the quantized input, a float term
     dx * isum (q8; times the row scale at the end) or (dw * dx) * isum (q6, q4), added to
     lane (block % 8) of eight float32 partial sums, which are then added as

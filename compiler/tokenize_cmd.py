@@ -1,7 +1,7 @@
 """`bitnet-aot tokenize model.gguf "text"`: the ids the compiled model's C tokenizer gives.
 
 For debugging prompts: the text goes through the very tokenizer the binary runs (the C code
-of runtime_c/tokenizer.c with the vocabulary baked in), reached through the Python binding.
+of runtime_c/text/tokenizer.c with the vocabulary baked in), reached through the Python binding.
 That needs a host shared library of the model: the one of the build cache (build_cache.py),
 which `perplexity`, `serve` and `BitNetModel.from_pretrained` use too, so it is compiled
 once for all of them.

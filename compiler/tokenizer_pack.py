@@ -4,15 +4,15 @@ Unicode category tables its pre-tokenizers use.
 Two entry points for the code generator:
 
 * ``pack_tokenizer(tok) -> bytes``: the blob below, embedded in the binary and handed to
-  ``tokenizer_init()`` (runtime_c/tokenizer.h).  Same input -> same bytes.
+  ``tokenizer_init()`` (runtime_c/text/tokenizer.h).  Same input -> same bytes.
 * ``unicode_tables_c() -> str``: the C source of ``unicode_tables.c`` (written into the build
-  directory and compiled with runtime_c/tokenizer.c).  Built from Python's ``unicodedata``.
+  directory and compiled with runtime_c/text/tokenizer.c).  Built from Python's ``unicodedata``.
 
 How the generated program uses them: embed ``pack_tokenizer(model.tokenizer)`` as a byte
 array aligned to at least 4 bytes (``_Alignas(16) static const unsigned char blob[] = {...}``
 or ``.incbin`` after ``.balign 16``; a misaligned blob still works but is copied once), write
-``unicode_tables_c()`` to ``<build>/unicode_tables.c``, and compile ``runtime_c/tokenizer.c``,
-``runtime_c/chat.c`` and ``unicode_tables.c`` with the rest (plain C11, -Wall -Wextra -Werror
+``unicode_tables_c()`` to ``<build>/unicode_tables.c``, and compile ``runtime_c/text/tokenizer.c``,
+``runtime_c/text/chat.c`` and ``unicode_tables.c`` with the rest (plain C11, -Wall -Wextra -Werror
 clean, libc only: malloc/free/memcpy/memcmp/memchr/memmove/memset/strlen/strcmp).  At run
 time: ``tokenizer_init(&tok, blob, sizeof blob)`` once, then tokenizer_encode/decode, the
 TokenizerStream for printing generated tokens, and chat_detect/chat_apply for ``--chat``

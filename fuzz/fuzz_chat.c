@@ -1,4 +1,4 @@
-/* fuzz_chat.c: libFuzzer harness for runtime_c/chat.c (chat-template filler and detector).
+/* fuzz_chat.c: libFuzzer harness for runtime_c/text/chat.c (chat-template filler and detector).
  *
  * Input: byte 0 = format (low 2 bits: unknown/bitnet/llama3/falcon3) | add_assistant (bit 2)
  * | custom eos text (bit 3). The rest is split at NUL bytes into fields: with bit 3 the first
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat.h"
+#include "text/chat.h"
 
 #define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "CHECK failed: " __VA_ARGS__); \
     fprintf(stderr, "\n"); abort(); } } while (0)

@@ -1,4 +1,4 @@
-/* fuzz_http.c: libFuzzer harness for runtime_c/http.c's request reader (http_read_request).
+/* fuzz_http.c: libFuzzer harness for runtime_c/app/http.c's request reader (http_read_request).
  *
  * http_read_request reads from a socket, so the input goes through a socketpair: the whole
  * input is written to one end, that end's write side is shut down (the client is done), and
@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "http.h"
+#include "app/http.h"
 
 #define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "CHECK failed: " __VA_ARGS__); \
     fprintf(stderr, "\n"); abort(); } } while (0)

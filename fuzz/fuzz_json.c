@@ -1,4 +1,4 @@
-/* fuzz_json.c: libFuzzer harness for runtime_c/json.c (the server's JSON reader and writer).
+/* fuzz_json.c: libFuzzer harness for runtime_c/app/json.c (the server's JSON reader and writer).
  *
  * Parses arbitrary bytes; on success walks the whole tree (json_first/json_next, json_get
  * of every member's key, which must find a member with that key), checks that every
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "app/json.h"
 
 #define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "CHECK failed: " __VA_ARGS__); \
     fprintf(stderr, "\n"); abort(); } } while (0)

@@ -1,4 +1,4 @@
-/* fuzz_tokenizer.c: libFuzzer harness for runtime_c/tokenizer.c (encoder, decoder, streaming
+/* fuzz_tokenizer.c: libFuzzer harness for runtime_c/text/tokenizer.c (encoder, decoder, streaming
  * detokenizer). Built by fuzz/run_c_fuzzers.py with -fsanitize=fuzzer,address,undefined,
  * once per vocabulary (a factory SPM and a factory BPE one): the packed tokenizer blob comes
  * from a generated C file defining fuzz_tok_blob / fuzz_tok_blob_len.
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 extern const unsigned char fuzz_tok_blob[];
 extern const size_t fuzz_tok_blob_len;

@@ -35,11 +35,11 @@ CFLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-rec
 
 # name -> (harness source, runtime sources, max_len)
 HARNESSES = {
-    "tokenizer_spm": ("fuzz_tokenizer.c", ["tokenizer.c"], 4096),
-    "tokenizer_bpe": ("fuzz_tokenizer.c", ["tokenizer.c"], 4096),
-    "chat": ("fuzz_chat.c", ["chat.c"], 4096),
-    "http": ("fuzz_http.c", ["http.c"], 32768),
-    "json": ("fuzz_json.c", ["json.c"], 8192),
+    "tokenizer_spm": ("fuzz_tokenizer.c", ["text/tokenizer.c"], 4096),
+    "tokenizer_bpe": ("fuzz_tokenizer.c", ["text/tokenizer.c"], 4096),
+    "chat": ("fuzz_chat.c", ["text/chat.c"], 4096),
+    "http": ("fuzz_http.c", ["app/http.c"], 32768),
+    "json": ("fuzz_json.c", ["app/json.c"], 8192),
 }
 
 

@@ -1,4 +1,4 @@
-/* head_harness.c: runtime_c/head.c alone, on the weights of a generated tree, with the CPU
+/* head_harness.c: runtime_c/core/head.c alone, on the weights of a generated tree, with the CPU
  * features it dispatches on set from the command line (tests/test_head.py).
  *
  *   head_harness WEIGHTS.BIN FEATURES < x.f32 > logits.f32
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "model_internal.h"
+#include "core/model_internal.h"
 
 static unsigned features;
 static uint8_t *blob;

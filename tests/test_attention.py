@@ -1,4 +1,4 @@
-"""Attention kernels (runtime_c/kernels/attn.h): every compiled-in variant equals the scalar
+"""Attention kernels (runtime_c/core/kernels/attn.h): every compiled-in variant equals the scalar
 variant bit for bit, and the scalar variant equals the numpy reference
 (compiler/reference.py attention_head, the same numerics) bit for bit, for many position
 counts, query counts (GQA groups of a prompt chunk), head dims 64/128/256, key segments and

@@ -1,4 +1,4 @@
-"""`./model --chat` / `-i` (runtime_c/chat_cli.c) and `bitnet-aot tokenize` (tokenize_cmd.py).
+"""`./model --chat` / `-i` (runtime_c/app/chat_cli.c) and `bitnet-aot tokenize` (tokenize_cmd.py).
 
 The models: small random-weight bitnet-b1.58 networks with the real BitNet-b1.58-2B-4T
 vocabulary (128256 tokens, built from its tiktoken ranks like tests/test_tokenizer.py does)
@@ -28,10 +28,7 @@ from bitnet_aot.chat import format_chat, turn_text  # noqa: E402
 from bitnet_aot.factory import make_test_model  # noqa: E402
 from bitnet_aot.gguf_file import GGUFFile, TensorToWrite, write_gguf  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
-TIKTOKEN_MODEL = DATA / "tokenizers" / "bitnet-b1.58-2B-4T" / "tokenizer.model"
+from fixtures import TIKTOKEN_2B4T as TIKTOKEN_MODEL  # noqa: E402
 
 # The templates as the models' tokenizer_config.json carry them (see tests/test_chat.py).
 BITNET_TEMPLATE = (
@@ -49,7 +46,6 @@ LLAMA3_TEMPLATE = (
 
 BOS, EOS, EOT = 128000, 128001, 128009
 
-pytestmark = pytest.mark.skipif(not TIKTOKEN_MODEL.exists(), reason="needs the BitNet-2B-4T tokenizer.model")
 
 
 # -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Context shift: `./model --chat` / `-i` (runtime_c/chat_cli.c) and the server's chat
+"""Context shift: `./model --chat` / `-i` (runtime_c/app/chat_cli.c) and the server's chat
 endpoint never end a session or an answer because the context is full.
 
 The bundled Shakespeare model is compiled once; conversations are run with a context of 64

@@ -25,9 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, "examples", "train", "train.py")
 BUNDLED = os.path.join(ROOT, "examples", "shakespeare.gguf")
 BUNDLED_NPZ = os.path.join(ROOT, "examples", "train", "heldout_logits.npz")
-SHAKESPEARE = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt"))
-TIKTOKEN_2B4T = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "tokenizers",
-                                              "bitnet-b1.58-2B-4T", "tokenizer.model"))
+SHAKESPEARE = os.path.join(ROOT, "tests", "data", "text", "tinyshakespeare.txt")
+TIKTOKEN_2B4T = os.path.join(ROOT, "tests", "data", "tokenizers", "bitnet-b1.58-2B-4T", "tokenizer.model")
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 40
@@ -82,8 +81,7 @@ def trained(tmp_path_factory):
     pytest.importorskip("sentencepiece")
     d = tmp_path_factory.mktemp("tiny_train")
     data = d / "text.txt"
-    src = SHAKESPEARE if os.path.isfile(SHAKESPEARE) else None
-    data.write_text(open(src, encoding="utf-8").read()[:60000] if src else TEXT * 8, encoding="utf-8")
+    data.write_text(open(SHAKESPEARE, encoding="utf-8").read()[:60000], encoding="utf-8")
     args = T.parse_args(["--data", str(data), "--out", str(d / "run"), "--vocab", "320", "--n-embd", "256",
                          "--n-layer", "1", "--n-ff", "256", "--n-head", "4", "--n-head-kv", "2",
                          "--ctx", "64", "--batch", "2", "--steps", "4", "--warmup", "2",
@@ -351,8 +349,6 @@ def test_tokenizer_json_bpe(synth, tmp_path):
 
 def test_tiktoken_merges_2b4t():
     """The 2B-4T tokenizer.model is a tiktoken rank file; the recovered merges are LLaMA-3's."""
-    if not os.path.isfile(TIKTOKEN_2B4T):
-        pytest.skip("shared/data/tokenizers/bitnet-b1.58-2B-4T is not there")
     kv = convert.tokenizer_from_tiktoken(TIKTOKEN_2B4T, {"V": 128256, "bos": 128000, "eos": 128001}, {})
     assert len(kv["tokenizer.ggml.merges"]) == 280147            # as in LLaMA-3's tokenizer.json
     assert kv["tokenizer.ggml.merges"][:5] == ["Ġ Ġ", "Ġ ĠĠĠ", "ĠĠ ĠĠ", "ĠĠĠ Ġ", "i n"]

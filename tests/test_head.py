@@ -1,4 +1,4 @@
-"""The output head alone (runtime_c/head.c through tests/head_harness.c): the integer heads
+"""The output head alone (runtime_c/core/head.c through tests/head_harness.c): the integer heads
 (q8, q6, q4) give bit-identical logits on every code path this CPU can run (portable,
 AVX2, AVX-VNNI, AVX512-VNNI) and equal compiler/reference.py's quantized_head, for head
 inputs with outliers, all-zero blocks and widths with padded blocks and a tail after the
@@ -21,7 +21,7 @@ from bitnet_aot.reference import quantized_head
 from bitnet_aot.toolchain import run_zig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KCPU_AVX2, KCPU_AVXVNNI, KCPU_AVX512VNNI = 1, 4, 8      # runtime_c/kernels/kernels.h
+KCPU_AVX2, KCPU_AVXVNNI, KCPU_AVX512VNNI = 1, 4, 8      # runtime_c/core/kernels/kernels.h
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"),
                                 reason="the harness runs the x86-64 Linux paths")
@@ -56,7 +56,7 @@ def _harness(tmp_path, gguf: str, head: str) -> tuple:
     exe = str(d / "head_harness")
     # a local zig cache: its entries are keyed by relative include paths (gen/model_config.h)
     run_zig(["cc", "-target", "x86_64-linux-musl", "-O2"] + BASE_CFLAGS +
-            [os.path.join(ROOT, "tests", "head_harness.c"), "src/head.c", "gen/weights_index.c", "-o", exe],
+            [os.path.join(ROOT, "tests", "head_harness.c"), "src/core/head.c", "gen/weights_index.c", "-o", exe],
             str(d), "compiling the head harness", local_cache=str(d / ".zig-cache"))
     return exe, str(d / "weights.bin")
 

@@ -85,8 +85,7 @@ def test_stream_stops_when_closed(model):
 
 def test_stop_strings(model):
     full = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True)
-    if len(full) < 6:
-        pytest.skip("output too short to cut")
+    assert len(full) >= 6, full            # greedy and ignore_eos: 24 tokens of the bundled model
     stop = full[3:5]
     cut = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True, stop=[stop])
     assert cut == full[:full.index(stop)]
@@ -180,8 +179,7 @@ def test_finish_stop_at_end_of_text(model):
 def test_stop_accepts_a_string_or_a_list(model):
     full = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True)
     letter = next((c for c in full[2:] if c.isalpha()), None)
-    if letter is None:
-        pytest.skip("no letter to stop at")
+    assert letter is not None, full
     as_str = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True, stop=letter)
     as_list = model.generate("Once upon a time", max_tokens=24, temperature=0, ignore_eos=True, stop=[letter])
     assert as_str == as_list == full[:full.index(letter)]
@@ -206,7 +204,7 @@ def test_stop_accepts_a_string_or_a_list(model):
     ({"seed": -2}, ValueError, "seed must be between -1 and "),
 ])
 def test_arguments_are_checked_like_the_cli(model, kw, exc, msg):
-    """The compiled CLI's ranges and wording (runtime_c/options.c: `--temp must be between
+    """The compiled CLI's ranges and wording (runtime_c/app/options.c: `--temp must be between
     0 and 100, got -3`), with the Python names."""
     for call in (lambda: model.generate("Hi", **kw), lambda: model.stream("Hi", **kw),
                  lambda: model.generate_batch(["Hi"], **kw)):

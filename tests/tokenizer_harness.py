@@ -1,4 +1,4 @@
-"""Build runtime_c/tokenizer.c into a shared library for the tests and wrap it with cffi.
+"""Build runtime_c/text/tokenizer.c into a shared library for the tests and wrap it with cffi.
 
 The library is compiled from the same sources the generated program uses: runtime_c/
 tokenizer.c and chat.c, the unicode_tables.c that bitnet_aot.tokenizer_pack.unicode_tables_c()
@@ -127,7 +127,7 @@ def build_library(outdir: Path, extra_sources=(), extra_cflags=()) -> Path:
     lib = outdir / "libtokenizer_test.so"
     cmd = compiler_cmd() + CFLAGS + list(extra_cflags) + [
         "-I", str(RUNTIME), "-o", str(lib),
-        str(RUNTIME / "tokenizer.c"), str(RUNTIME / "chat.c"), str(outdir / "unicode_tables.c"),
+        str(RUNTIME / "text" / "tokenizer.c"), str(RUNTIME / "text" / "chat.c"), str(outdir / "unicode_tables.c"),
         str(outdir / "tk_shim.c"),
         *[str(s) for s in extra_sources]]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -150,7 +150,7 @@ class TokenizerLib:
         return self.ffi.string(self.lib.chat_format_name(self.lib.chat_detect(b, len(b)))).decode()
 
     def chat_apply(self, fmt: str, messages, add_assistant=True, eos_token=None) -> str:
-        """runtime_c/chat.c's chat_apply on [(role, content)] pairs."""
+        """runtime_c/text/chat.c's chat_apply on [(role, content)] pairs."""
         keep = []
         arr = self.ffi.new("ChatMessage[]", max(1, len(messages)))
         for i, (role, content) in enumerate(messages):

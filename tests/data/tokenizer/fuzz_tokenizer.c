@@ -1,4 +1,4 @@
-/* fuzz_tokenizer.c: drives runtime_c/tokenizer.c under AddressSanitizer/UBSan.
+/* fuzz_tokenizer.c: drives runtime_c/text/tokenizer.c under AddressSanitizer/UBSan.
  *
  *   fuzz_tokenizer BLOB INPUTS [MUTATIONS]
  *

@@ -42,7 +42,7 @@
  * endpoints, connections, the accept loop.
  */
 #include "modes.h"
-#include "platform.h"
+#include "core/platform.h"
 
 #include <stdio.h>
 
@@ -58,12 +58,12 @@ int server_run(const options *o) {
 #else
 
 #include "bitnet.h"
-#include "chat.h"
+#include "text/chat.h"
 #include "chat_page.h"
 #include "http.h"
 #include "json.h"
-#include "model_internal.h"
-#include "text.h"
+#include "core/model_internal.h"
+#include "text/text.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,8 +1,8 @@
 /* options.c: the command line of a compiled model, shared by plain generation (main.c),
  * chat mode (chat_cli.c) and the server (server.c). */
 #include "options.h"
-#include "model_internal.h"
-#include "platform.h"
+#include "core/model_internal.h"
+#include "core/platform.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,4 +1,4 @@
-/* blob.c: opening the weights, verifying them, and error messages.
+/* blob.c: opening the weights, verifying them, and the build's info JSON.
  *
  * Embedded weights (the default) are a read-only section of the executable, emitted by the
  * generated blob.S with .incbin: the kernel maps them lazily on first touch, so start-up
@@ -11,25 +11,11 @@
 #include "sha256.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "platform.h"
-
-/* ---- errors ---- */
-
-static _Thread_local char last_error[512];
-
-void bn_set_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
-    va_end(ap);
-}
-
-const char *bn_last_error(void) { return last_error; }
 
 const char *bn_info_json(void) { return BN_BUILD_INFO_JSON; }
 

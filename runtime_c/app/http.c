@@ -3,7 +3,7 @@
  * Sections: the connection reader (a buffer, a deadline), the request head, the body
  * (Content-Length or chunked), responses.
  */
-#include "platform.h"
+#include "core/platform.h"
 #if PLATFORM_HAS_SERVER
 
 #include "http.h"

@@ -1,4 +1,4 @@
-/* sampler.c: turning logits into the next token, and the generation loop.
+/* sampler.c: turning logits into the next token (the loop around it: text/generate.c).
  *
  * Order of operations (as llama.cpp's default chain): repetition penalty, then greedy if
  * temperature <= 0; otherwise top-k, temperature, softmax, top-p, min-p, and a draw from a
@@ -6,22 +6,14 @@
  */
 #include "bitnet.h"
 #include "model_internal.h"
-#include "text.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 bn_sampling bn_sampling_default(void) {
     bn_sampling s = {0.8f, 40, 0.95f, 0.05f, 1.0f, 64, 42};
     return s;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* xorshift64*: small, fast, identical on every platform */
@@ -116,16 +108,6 @@ static int sample_token(float *logits, const bn_sampling *s, const int32_t *hist
     return cand[n - 1].id;
 }
 
-/* End of generation: every end-of-generation token the tokenizer lists (EOS, EOT, <|eom_id|>,
- * ...), or just EOS/EOT when the model has no tokenizer. */
-static int is_end_of_generation(int id) {
-    const Tokenizer *t = text_tokenizer();
-    if (t) return tokenizer_is_eog(t, id);
-    return id == BN_EOS_ID || id == BN_EOT_ID;
-}
-
-int bn_is_eog(int32_t token) { return is_end_of_generation(token); }
-
 uint64_t bn_rng_init(uint64_t seed) { return seed ? seed : 0x9E3779B97F4A7C15ULL; }
 
 int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state) {
@@ -183,51 +165,4 @@ float bn_logprobs(const float *logits, int token, int top_n, int32_t *top_ids, f
     }
     for (int i = 0; i < k; i++) top_lp[i] = (float)(top_lp[i] - lse);
     return (float)(logits[token] - lse);
-}
-
-int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
-                const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user) {
-    const int V = BN_N_VOCAB;
-    if (n_predict < 0) { bn_set_error("n_predict must be >= 0"); return -1; }
-    float *logits = malloc((size_t)V * sizeof(float));                  /* (V) */
-    candidate *cand = malloc((size_t)V * sizeof(candidate));            /* (V) */
-    int32_t *hist = malloc(((size_t)n_prompt + (size_t)n_predict + 1) * sizeof(int32_t));
-    if (!logits || !cand || !hist) {
-        free(logits); free(cand); free(hist);
-        bn_set_error("out of memory");
-        return -1;
-    }
-    memcpy(hist, prompt, (size_t)n_prompt * sizeof(int32_t));
-    uint64_t rng = bn_rng_init(s->seed);
-    int n_gen = 0, rc = 0;
-
-    double t0 = now_seconds();
-    if (n_prompt > 0) rc = bn_eval(c, prompt, n_prompt, logits, 1);
-    double t1 = now_seconds();
-    c->last_n_prompt = n_prompt;
-    c->last_t_prompt = t1 - t0;
-    if (rc == 0 && n_prompt == 0) { bn_set_error("empty prompt"); rc = -1; }
-
-    while (rc == 0 && n_gen < n_predict) {
-        int id = sample_token(logits, s, hist, n_prompt + n_gen, &rng, cand);
-        out[n_gen] = id;
-        hist[n_prompt + n_gen] = id;
-        n_gen++;
-        if (on_token && on_token(user, id)) break;
-        if (!ignore_eos && is_end_of_generation(id)) break;
-        if (n_gen == n_predict) break;
-        if (bn_pos(c) >= bn_n_ctx(c)) break;        /* context full: stop cleanly */
-        rc = bn_eval(c, &hist[n_prompt + n_gen - 1], 1, logits, 1);
-    }
-    c->last_n_gen = n_gen;
-    c->last_t_gen = now_seconds() - t1;
-    free(logits); free(cand); free(hist);
-    return rc == 0 ? n_gen : -1;
-}
-
-void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen) {
-    *n_prompt = c->last_n_prompt;
-    *t_prompt = c->last_t_prompt;
-    *n_gen = c->last_n_gen;
-    *t_gen = c->last_t_gen;
 }

@@ -49,11 +49,11 @@
 #include "modes.h"
 
 #include "bitnet.h"
-#include "chat.h"
-#include "model_internal.h"
-#include "platform.h"
-#include "text.h"
-#include "tokenizer.h"
+#include "text/chat.h"
+#include "core/model_internal.h"
+#include "core/platform.h"
+#include "text/text.h"
+#include "text/tokenizer.h"
 
 #include <limits.h>
 #if PLATFORM_HAS_SERVER || defined(_WIN32)

@@ -2,7 +2,7 @@
  * place (no copy) the first time text is needed. */
 #include "text.h"
 #include "bitnet.h"
-#include "model_internal.h"
+#include "core/model_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,11 +7,11 @@
  * Every bad flag or input ends with one line on stderr and exit code 2.
  */
 #include "bitnet.h"
-#include "model_internal.h"
-#include "text.h"
+#include "core/model_internal.h"
+#include "text/text.h"
 #include "options.h"
 #include "modes.h"
-#include "platform.h"
+#include "core/platform.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,1 +1,0 @@
-"""Package marker: lets the installed bitnet_aot find these files with importlib.resources."""
