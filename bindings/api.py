@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 
 import numpy as np
@@ -17,36 +18,17 @@ from cffi import FFI
 
 from ..errors import BitnetError
 
-CDEF = """
-typedef struct bn_context bn_context;
-int bn_n_vocab(void);
-int bn_n_ctx_train(void);
-const char *bn_info_json(void);
-const char *bn_last_error(void);
-int bn_init(const char *weights_path);
-int bn_verify(char *hex_out);
-bn_context *bn_create(int n_ctx, int n_threads);
-void bn_free(bn_context *c);
-void bn_reset(bn_context *c);
-int bn_pos(const bn_context *c);
-int bn_n_ctx(const bn_context *c);
-int bn_eval(bn_context *c, const int32_t *tokens, int n, float *logits, int logits_mode);
-typedef struct {
-    float temperature; int top_k; float top_p; float min_p; float repeat_penalty;
-    int repeat_last_n; uint64_t seed;
-} bn_sampling;
-bn_sampling bn_sampling_default(void);
-typedef int (*bn_token_cb)(void *user, int32_t token);
-int bn_generate(bn_context *c, const int32_t *prompt, int n_prompt, int n_predict,
-                const bn_sampling *s, int ignore_eos, int32_t *out, bn_token_cb on_token, void *user);
-void bn_last_timings(const bn_context *c, int *n_prompt, double *t_prompt, int *n_gen, double *t_gen);
-int bn_tokenize(const char *text, size_t len, int add_bos, int parse_special, int32_t *out_ids, int max_ids);
-long bn_detokenize(const int32_t *ids, int n_ids, int special, char *out, size_t cap);
-int bn_eval_batch(bn_context *const *cs, const int32_t *tokens, int n, float *logits);
-uint64_t bn_rng_init(uint64_t seed);
-int bn_sample(float *logits, const bn_sampling *s, const int32_t *hist, int n_hist, uint64_t *rng_state);
-int bn_is_eog(int32_t token);
-"""
+def _cdef_from_header() -> str:
+    """The cffi declarations, derived from runtime_c/bitnet.h (the one statement of the C
+    API): comments and preprocessor lines removed, the rest is plain C cffi parses."""
+    from importlib import resources
+    text = resources.files("bitnet_aot.runtime_c").joinpath("bitnet.h").read_text(encoding="utf-8")
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+CDEF = _cdef_from_header()
 
 _ffi = FFI()
 _ffi.cdef(CDEF)

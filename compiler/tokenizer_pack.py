@@ -75,26 +75,42 @@ import zlib
 
 from .model import TokenizerData
 
+def _c_enums() -> dict:
+    """NAME -> value of every enum constant in runtime_c/text/tokenizer.h: the blob's header
+    offsets, model and pre-tokenizer ids, flags and token types are stated there once."""
+    from importlib import resources
+    text = resources.files("bitnet_aot.runtime_c").joinpath("text", "tokenizer.h").read_text(encoding="utf-8")
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    out = {}
+    for body in re.findall(r"enum\s*\{(.*?)\}", text, flags=re.S):
+        for name, value in re.findall(r"\b([A-Z][A-Z0-9_]*)\s*=\s*(-?\d+)", body):
+            out[name] = int(value)
+    return out
+
+
+C_ENUMS = _c_enums()
+
 MAGIC = b"BTOK"
 VERSION = 1
-HEADER_SIZE = 132
+HEADER_SIZE = C_ENUMS["TOKB_HEADER_SIZE"]
 
-MODEL_SPM = 1
-MODEL_BPE = 2
+MODEL_SPM = C_ENUMS["TOKENIZER_SPM"]
+MODEL_BPE = C_ENUMS["TOKENIZER_BPE"]
 
-PRE_NONE = 0
-PRE_LLAMA3 = 1
-PRE_GPT2 = 2
-PRE_QWEN2 = 3        # LLaMA-3 regex with single digits
-PRE_STARCODER = 4    # digits split off one by one, then the GPT-2 regex
+PRE_NONE = C_ENUMS["TOKENIZER_PRE_NONE"]
+PRE_LLAMA3 = C_ENUMS["TOKENIZER_PRE_LLAMA3"]
+PRE_GPT2 = C_ENUMS["TOKENIZER_PRE_GPT2"]
+PRE_QWEN2 = C_ENUMS["TOKENIZER_PRE_QWEN2"]            # LLaMA-3 regex with single digits
+PRE_STARCODER = C_ENUMS["TOKENIZER_PRE_STARCODER"]    # digits split off one by one, then the GPT-2 regex
 
-FLAG_ADD_BOS = 1
-FLAG_ADD_EOS = 2
-FLAG_ADD_SPACE_PREFIX = 4
-FLAG_IGNORE_MERGES = 8
-FLAG_SPM_VITERBI = 16
+FLAG_ADD_BOS = C_ENUMS["TOKB_FLAG_ADD_BOS"]
+FLAG_ADD_EOS = C_ENUMS["TOKB_FLAG_ADD_EOS"]
+FLAG_ADD_SPACE_PREFIX = C_ENUMS["TOKB_FLAG_ADD_SPACE_PREFIX"]
+FLAG_IGNORE_MERGES = C_ENUMS["TOKB_FLAG_IGNORE_MERGES"]
+FLAG_SPM_VITERBI = C_ENUMS["TOKB_FLAG_SPM_VITERBI"]
 
-T_NORMAL, T_UNKNOWN, T_CONTROL, T_USER, T_UNUSED, T_BYTE = 1, 2, 3, 4, 5, 6
+T_NORMAL, T_UNKNOWN, T_CONTROL, T_USER, T_UNUSED, T_BYTE = (
+    C_ENUMS[f"TOKEN_{n}"] for n in ("NORMAL", "UNKNOWN", "CONTROL", "USER_DEFINED", "UNUSED", "BYTE"))
 T_NOMATCH = 0x80
 
 # tokenizer.ggml.pre names -> (pre-tokenizer, ignore_merges), as llama.cpp groups them.
@@ -337,21 +353,24 @@ def pack_tokenizer(tok: TokenizerData, spm_algorithm: str = "auto", ignore_merge
     total = HEADER_SIZE + len(body)
     if total >= 1 << 31:
         raise TokenizerPackError("the tokenizer blob would exceed 2 GiB")
-    header = bytearray(struct.pack(
-        "<4sIIIIII5i4I",
-        MAGIC, VERSION, HEADER_SIZE, total, model, pre, flags,
-        tok.bos_id, tok.eos_id, tok.eot_id, tok.unk_id, tok.pad_id,
-        n, len(merges), len(specials), len(eog)))
-    header += struct.pack(
-        "<14I",
-        offsets["text_offs"], offsets["piece_offs"], offsets["types"], offsets["scores"],
-        offsets["merges"], offsets["special"], offsets["eog"], offsets["byte_tokens"],
-        offsets["text_pool"], len(text_pool), offsets["piece_pool"], len(piece_pool),
-        offsets["chat"], len(chat))
-    header += bytes(8)  # reserved
-    assert len(header) == 128, len(header)
-    header += struct.pack("<I", zlib.crc32(bytes(body)) & 0xFFFFFFFF)
-    assert len(header) == HEADER_SIZE
+    header = bytearray(HEADER_SIZE)
+    fields = {  # TOKB_<name> offset in tokenizer.h -> value; "<i" for ids that may be -1
+        "VERSION": VERSION, "HEADER_BYTES": HEADER_SIZE, "TOTAL": total, "MODEL": model, "PRE": pre,
+        "FLAGS": flags, "N_TOKENS": n, "N_MERGES": len(merges), "N_SPECIAL": len(specials),
+        "N_EOG": len(eog), "O_TEXT_OFFS": offsets["text_offs"], "O_PIECE_OFFS": offsets["piece_offs"],
+        "O_TYPES": offsets["types"], "O_SCORES": offsets["scores"], "O_MERGES": offsets["merges"],
+        "O_SPECIAL": offsets["special"], "O_EOG": offsets["eog"], "O_BYTE_TOKENS": offsets["byte_tokens"],
+        "O_TEXT_POOL": offsets["text_pool"], "N_TEXT_POOL": len(text_pool),
+        "O_PIECE_POOL": offsets["piece_pool"], "N_PIECE_POOL": len(piece_pool),
+        "O_CHAT": offsets["chat"], "N_CHAT": len(chat),
+        "CHECKSUM": zlib.crc32(bytes(body)) & 0xFFFFFFFF,
+    }
+    header[C_ENUMS["TOKB_MAGIC"]:C_ENUMS["TOKB_MAGIC"] + 4] = MAGIC
+    for name, value in fields.items():
+        struct.pack_into("<I", header, C_ENUMS["TOKB_" + name], value)
+    for name, value in (("BOS", tok.bos_id), ("EOS", tok.eos_id), ("EOT", tok.eot_id), ("UNK", tok.unk_id),
+                        ("PAD", tok.pad_id)):
+        struct.pack_into("<i", header, C_ENUMS["TOKB_" + name], value)
     return bytes(header) + bytes(body)
 
 

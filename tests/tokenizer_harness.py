@@ -126,7 +126,7 @@ def build_library(outdir: Path, extra_sources=(), extra_cflags=()) -> Path:
     (outdir / "tk_shim.c").write_text(SHIM_C)
     lib = outdir / "libtokenizer_test.so"
     cmd = compiler_cmd() + CFLAGS + list(extra_cflags) + [
-        "-I", str(RUNTIME), "-o", str(lib),
+        "-I", str(RUNTIME / "text"), "-o", str(lib),
         str(RUNTIME / "text" / "tokenizer.c"), str(RUNTIME / "text" / "chat.c"), str(outdir / "unicode_tables.c"),
         str(outdir / "tk_shim.c"),
         *[str(s) for s in extra_sources]]

@@ -13,7 +13,7 @@ extern const uint32_t tokenizer_unicode_n_ranges;
 extern const uint32_t tokenizer_unicode_ranges[];
 extern const uint8_t tokenizer_unicode_latin1[256];
 
-#define HEADER_SIZE 132u
+#define HEADER_SIZE ((uint32_t)TOKB_HEADER_SIZE)
 #define TYPE_MASK 0x07u
 #define TYPE_NOMATCH 0x80u
 #define MAX_INPUT ((size_t)1 << 28)     /* longest text tokenizer_encode accepts (256 MiB:
@@ -149,10 +149,10 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
     memcpy(&first, &one, 1);
     if (first != 1) return TOKENIZER_E_MAGIC;           /* the blob is little-endian */
     if (blob_len < HEADER_SIZE || memcmp(blob, "BTOK", 4) != 0) return TOKENIZER_E_MAGIC;
-    if (rd32(blob + 4) != 1 || rd32(blob + 8) != HEADER_SIZE) return TOKENIZER_E_MAGIC;
-    uint32_t total = rd32(blob + 12);
+    if (rd32(blob + TOKB_VERSION) != 1 || rd32(blob + TOKB_HEADER_BYTES) != HEADER_SIZE) return TOKENIZER_E_MAGIC;
+    uint32_t total = rd32(blob + TOKB_TOTAL);
     if (total < HEADER_SIZE || total > blob_len || total % 4 != 0) return TOKENIZER_E_CORRUPT;
-    if (crc32_of(blob + HEADER_SIZE, total - HEADER_SIZE) != rd32(blob + 128)) return TOKENIZER_E_CHECKSUM;
+    if (crc32_of(blob + HEADER_SIZE, total - HEADER_SIZE) != rd32(blob + TOKB_CHECKSUM)) return TOKENIZER_E_CHECKSUM;
     if ((uintptr_t)blob % 4 != 0) {          /* arrays are read in place: need alignment */
         t->blob_copy = malloc(total);
         if (!t->blob_copy) return TOKENIZER_E_NOMEM;
@@ -162,26 +162,26 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
     const unsigned char *h = blob;
     t->blob = blob;
     t->blob_len = total;
-    t->model = (int)rd32(h + 16);
-    t->pre = (int)rd32(h + 20);
-    uint32_t flags = rd32(h + 24);
-    t->add_bos = (flags & 1) != 0;
-    t->add_eos = (flags & 2) != 0;
-    t->add_space_prefix = (flags & 4) != 0;
-    t->ignore_merges = (flags & 8) != 0;
-    t->spm_viterbi = (flags & 16) != 0;
-    t->bos_id = rd32s(h + 28);
-    t->eos_id = rd32s(h + 32);
-    t->eot_id = rd32s(h + 36);
-    t->unk_id = rd32s(h + 40);
-    t->pad_id = rd32s(h + 44);
-    uint32_t V = rd32(h + 48), M = rd32(h + 52), S = rd32(h + 56), G = rd32(h + 60);
-    uint32_t o_text = rd32(h + 64), o_piece = rd32(h + 68), o_types = rd32(h + 72);
-    uint32_t o_scores = rd32(h + 76), o_merges = rd32(h + 80), o_special = rd32(h + 84);
-    uint32_t o_eog = rd32(h + 88), o_bytes = rd32(h + 92);
-    uint32_t o_tpool = rd32(h + 96), n_tpool = rd32(h + 100);
-    uint32_t o_ppool = rd32(h + 104), n_ppool = rd32(h + 108);
-    uint32_t o_chat = rd32(h + 112), n_chat = rd32(h + 116);
+    t->model = (int)rd32(h + TOKB_MODEL);
+    t->pre = (int)rd32(h + TOKB_PRE);
+    uint32_t flags = rd32(h + TOKB_FLAGS);
+    t->add_bos = (flags & TOKB_FLAG_ADD_BOS) != 0;
+    t->add_eos = (flags & TOKB_FLAG_ADD_EOS) != 0;
+    t->add_space_prefix = (flags & TOKB_FLAG_ADD_SPACE_PREFIX) != 0;
+    t->ignore_merges = (flags & TOKB_FLAG_IGNORE_MERGES) != 0;
+    t->spm_viterbi = (flags & TOKB_FLAG_SPM_VITERBI) != 0;
+    t->bos_id = rd32s(h + TOKB_BOS);
+    t->eos_id = rd32s(h + TOKB_EOS);
+    t->eot_id = rd32s(h + TOKB_EOT);
+    t->unk_id = rd32s(h + TOKB_UNK);
+    t->pad_id = rd32s(h + TOKB_PAD);
+    uint32_t V = rd32(h + TOKB_N_TOKENS), M = rd32(h + TOKB_N_MERGES), S = rd32(h + TOKB_N_SPECIAL), G = rd32(h + TOKB_N_EOG);
+    uint32_t o_text = rd32(h + TOKB_O_TEXT_OFFS), o_piece = rd32(h + TOKB_O_PIECE_OFFS), o_types = rd32(h + TOKB_O_TYPES);
+    uint32_t o_scores = rd32(h + TOKB_O_SCORES), o_merges = rd32(h + TOKB_O_MERGES), o_special = rd32(h + TOKB_O_SPECIAL);
+    uint32_t o_eog = rd32(h + TOKB_O_EOG), o_bytes = rd32(h + TOKB_O_BYTE_TOKENS);
+    uint32_t o_tpool = rd32(h + TOKB_O_TEXT_POOL), n_tpool = rd32(h + TOKB_N_TEXT_POOL);
+    uint32_t o_ppool = rd32(h + TOKB_O_PIECE_POOL), n_ppool = rd32(h + TOKB_N_PIECE_POOL);
+    uint32_t o_chat = rd32(h + TOKB_O_CHAT), n_chat = rd32(h + TOKB_N_CHAT);
 
     int bad = 0;
     bad |= (t->model != TOKENIZER_SPM && t->model != TOKENIZER_BPE);

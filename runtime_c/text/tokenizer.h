@@ -59,6 +59,34 @@ enum {
                                    refact, smollm, command-r: HF Digits(individual) + ByteLevel) */
 };
 
+/* The packed blob's header (written by compiler/tokenizer_pack.py, which reads these
+ * enums from this file, so the byte offsets are stated once): u32/i32 fields, little
+ * endian, at these offsets; then the sections, each 4-byte aligned. */
+enum {
+    TOKB_MAGIC = 0,          /* "BTOK" */
+    TOKB_VERSION = 4,        /* 1 */
+    TOKB_HEADER_BYTES = 8,   /* TOKB_HEADER_SIZE */
+    TOKB_TOTAL = 12,         /* bytes of the whole blob */
+    TOKB_MODEL = 16,         /* TOKENIZER_SPM / TOKENIZER_BPE */
+    TOKB_PRE = 20,           /* TOKENIZER_PRE_* */
+    TOKB_FLAGS = 24,         /* TOKB_FLAG_* */
+    TOKB_BOS = 28, TOKB_EOS = 32, TOKB_EOT = 36, TOKB_UNK = 40, TOKB_PAD = 44,   /* i32, -1 = none */
+    TOKB_N_TOKENS = 48, TOKB_N_MERGES = 52, TOKB_N_SPECIAL = 56, TOKB_N_EOG = 60,
+    TOKB_O_TEXT_OFFS = 64, TOKB_O_PIECE_OFFS = 68, TOKB_O_TYPES = 72, TOKB_O_SCORES = 76,
+    TOKB_O_MERGES = 80, TOKB_O_SPECIAL = 84, TOKB_O_EOG = 88, TOKB_O_BYTE_TOKENS = 92,
+    TOKB_O_TEXT_POOL = 96, TOKB_N_TEXT_POOL = 100, TOKB_O_PIECE_POOL = 104, TOKB_N_PIECE_POOL = 108,
+    TOKB_O_CHAT = 112, TOKB_N_CHAT = 116,
+    /* 120..127 reserved (zero) */
+    TOKB_CHECKSUM = 128,     /* CRC-32 of bytes [TOKB_HEADER_SIZE, total) */
+    TOKB_HEADER_SIZE = 132,
+};
+
+enum {
+    TOKB_FLAG_ADD_BOS = 1, TOKB_FLAG_ADD_EOS = 2, TOKB_FLAG_ADD_SPACE_PREFIX = 4,
+    TOKB_FLAG_IGNORE_MERGES = 8,
+    TOKB_FLAG_SPM_VITERBI = 16,   /* unigram: best-score segmentation instead of merging */
+};
+
 /* Token types, as in GGUF tokenizer.ggml.token_type. */
 enum {
     TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3,
