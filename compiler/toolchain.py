@@ -1,10 +1,15 @@
 """The zig toolchain: locating it, its cache, and running `zig cc`."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import threading
 
 from .errors import BitnetError
 
@@ -61,6 +66,104 @@ def run_zig(args: list, cwd: str, what: str, log=None, local_cache: str | None =
     return r
 
 
+# ---------------------------------------------------------------------------------------
+# Object cache: a compiled object is reused when the command, the zig version and the bytes
+# of the source and of every header it includes (followed through our own quoted includes)
+# are the same. The kernels, tokenizer, HTTP and JSON code do not depend on the model, so a
+# new model recompiles only the files that include its model_config.h. zig's own cache is
+# not used for this: its entries are keyed by relative include paths, which every build
+# tree shares. Objects are deterministic, so a reused one is the one a compile would write.
+# ---------------------------------------------------------------------------------------
+_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"', re.M)
+
+
+def object_cache_dir() -> str:
+    return os.environ.get("BITNET_AOT_OBJECT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bitnet-aot", "objects")
+
+
+def _object_key(args: list, cwd: str) -> str | None:
+    """sha256 of what the object of compile command `args` (zig arguments, run in cwd) is
+    made of; None when a quoted include cannot be found (then it is not cached)."""
+    src = args[args.index("-c") + 1]
+    if not src.endswith(".c"):
+        return None
+    out = args.index("-o")
+    key_args = args[:out] + args[out + 2:]
+    incdirs = [a[2:] if len(a) > 2 else args[i + 1] for i, a in enumerate(args) if a.startswith("-I")]
+    h = hashlib.sha256(f"{ZIG_VERSION}\0{json.dumps(key_args)}".encode())
+    seen, stack = set(), [os.path.normpath(os.path.join(cwd, src))]
+    while stack:
+        path = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        h.update(os.path.relpath(path, cwd).encode() + b"\0" + hashlib.sha256(data).digest())
+        for inc in _INCLUDE.findall(data):
+            name = inc.decode("utf-8", "replace")
+            for d in [os.path.dirname(path)] + [os.path.join(cwd, d) for d in incdirs]:
+                cand = os.path.normpath(os.path.join(d, name))
+                if os.path.isfile(cand):
+                    stack.append(cand)
+                    break
+            else:
+                return None
+    return h.hexdigest()
+
+
+OBJECT_CACHE_LIMIT = 256 << 20     # bytes; the least recently used objects go first beyond it
+
+
+def prune_object_cache(limit: int = OBJECT_CACHE_LIMIT) -> None:
+    root = object_cache_dir()
+    files = []
+    for d, _, names in os.walk(root):
+        for n in names:
+            try:
+                st = os.stat(os.path.join(d, n))
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, os.path.join(d, n)))
+    total = sum(f[1] for f in files)
+    for _, size, path in sorted(files):
+        if total <= limit:
+            break
+        try:
+            os.remove(path)
+            total -= size
+        except OSError:
+            pass
+
+
+def run_zig_cached(args: list, cwd: str, what: str, local_cache: str | None = None) -> bool:
+    """run_zig for one compile, through the object cache; True when the object was reused."""
+    key = _object_key(args, cwd)
+    obj = os.path.join(cwd, args[args.index("-o") + 1])
+    cached = os.path.join(object_cache_dir(), key[:2], key + ".o") if key else None
+    if cached and os.path.isfile(cached):
+        shutil.copyfile(cached, obj)
+        try:
+            os.utime(cached)                # most recently used: pruned last
+        except OSError:
+            pass
+        return True
+    run_zig(args, cwd, what, local_cache=local_cache)
+    if cached:
+        try:
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            tmp = f"{cached}.{os.getpid()}.{threading.get_ident()}.tmp"
+            shutil.copyfile(obj, tmp)
+            os.replace(tmp, cached)
+        except OSError:
+            pass
+    return False
+
+
 def _libc_marker(target: str, shared: bool) -> str:
     return os.path.join(zig_cache_dir(), f".bitnet-aot-libc-{target}{'-shared' if shared else ''}-{ZIG_VERSION}")
 
@@ -84,7 +187,7 @@ def run_zig_all(cmds: list, cwd: str, target: str, shared: bool = False, local_c
     links = [c for c in cmds if "-c" not in c]
     with progress.Progress(what, total=len(cmds), unit="step", delay=0 if first else 2.0) as p:
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-            futs = {pool.submit(run_zig, c, cwd, what, local_cache=local_cache): c for c in compiles}
+            futs = {pool.submit(run_zig_cached, c, cwd, what, local_cache=local_cache): c for c in compiles}
             for f in as_completed(futs):
                 f.result()
                 c = futs[f]
@@ -99,3 +202,4 @@ def run_zig_all(cmds: list, cwd: str, target: str, shared: bool = False, local_c
             f.write("zig's C library for this target is in the cache\n")
     except OSError:
         pass
+    prune_object_cache()

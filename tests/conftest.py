@@ -20,27 +20,77 @@ def workdir(tmp_path_factory):
 
 
 class ModelCache:
-    """Factory models and their compiled forms, made once per session."""
+    """Factory models and their compiled forms, shared by every test and kept between runs.
+
+    Entries live under $BITNET_AOT_TEST_CACHE (default ~/.cache/bitnet-aot/test-builds), in a
+    folder named by the fingerprint of the compiler, runtime and target sources and the zig
+    version: any change to what a build is made of starts a fresh folder, so a stale build is
+    never reused. Within it a factory model is named by its parameters and a build by the
+    GGUF's content and the build options. The default, emulated and slow suites (separate
+    pytest runs in .ci/run) and a developer's reruns share them. Tests must not modify a
+    cached file in place (they copy it first)."""
 
     def __init__(self, root):
-        self.root = root
+        import hashlib
+        from bitnet_aot.build import source_fingerprint
+        from bitnet_aot.toolchain import zig_version
+        self.tmp = root
+        base = os.environ.get("BITNET_AOT_TEST_CACHE") or os.path.expanduser("~/.cache/bitnet-aot/test-builds")
+        fp = hashlib.sha256(f"{source_fingerprint()} {zig_version()}".encode()).hexdigest()[:16]
+        self.root = os.path.join(base, fp)
+        os.makedirs(os.path.join(self.root, "models"), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "builds"), exist_ok=True)
+        # keep the four most recently used fingerprints (other checkouts, older sources)
+        os.utime(self.root)
+        olds = sorted((e for e in os.scandir(base) if e.is_dir() and e.path != self.root),
+                      key=lambda e: e.stat().st_mtime, reverse=True)[3:]
+        for e in olds:
+            shutil.rmtree(e.path, ignore_errors=True)
         self.models = {}
         self.builds = {}
 
+    @staticmethod
+    def _digest(obj) -> str:
+        import hashlib
+        return hashlib.sha256(repr(obj).encode()).hexdigest()[:16]
+
     def model(self, arch="bitnet-b1.58", ptype="tq2_0", **kw) -> str:
+        kw.setdefault("tokenizer", "bpe" if arch == "llama" else "spm")
         key = (arch, ptype, tuple(sorted(kw.items())))
         if key not in self.models:
-            name = f"{arch}-{ptype}-{abs(hash(key)) % 10**8}.gguf"
-            kw.setdefault("tokenizer", "bpe" if arch == "llama" else "spm")
-            self.models[key] = make_test_model(str(self.root / name), arch, ptype, **kw)
+            path = os.path.join(self.root, "models", f"{arch}-{ptype}-{self._digest(key)}.gguf")
+            if not os.path.exists(path):
+                tmp = path + f".{os.getpid()}.tmp"
+                make_test_model(tmp, arch, ptype, **kw)
+                os.replace(tmp, path)
+            self.models[key] = path
         return self.models[key]
 
-    def build(self, gguf: str, target="host", shared=True, **kw) -> str:
+    def build(self, gguf: str, target="host", shared=True, **kw):
+        import hashlib
+        import pickle
         from bitnet_aot.build import build
         key = (gguf, target, shared, tuple(sorted(kw.items())))
         if key not in self.builds:
-            out = str(self.root / (os.path.basename(gguf) + f".{target}.{len(self.builds)}" + (".so" if shared else "")))
-            self.builds[key] = build(gguf, target, out, shared=shared, log=lambda s: None, **kw)
+            with open(gguf, "rb") as f:
+                content = hashlib.file_digest(f, "sha256").hexdigest()
+            d = os.path.join(self.root, "builds", self._digest((content, target, shared, key[3])))
+            meta = os.path.join(d, "result.pickle")
+            res = None
+            if os.path.exists(meta):
+                with open(meta, "rb") as f:
+                    res = pickle.load(f)
+                if not (os.path.exists(res.output) and os.path.isdir(res.build_dir)):
+                    res = None
+            if res is None:
+                shutil.rmtree(d, ignore_errors=True)
+                os.makedirs(d)
+                out = os.path.join(d, os.path.basename(gguf) + f".{target}" + (".so" if shared else ""))
+                res = build(gguf, target, out, shared=shared, log=lambda s: None, **kw)
+                with open(meta + ".tmp", "wb") as f:
+                    pickle.dump(res, f)
+                os.replace(meta + ".tmp", meta)
+            self.builds[key] = res
         return self.builds[key]
 
 

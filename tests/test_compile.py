@@ -155,7 +155,7 @@ def test_emit_c_is_a_rebuildable_tree(cache, tmp_path):
     gguf = cache.model("bitnet-b1.58", "tq2_0")
     d = tmp_path / "gen"
     build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
-    for f in ("build.sh", "weights.bin", "gen/model_config.h", "gen/weights_index.c", "gen/blob.S", "src/model.c"):
+    for f in ("build.sh", "weights.bin", "gen/model_config.h", "gen/weights_index.c", "gen/blob.S", "src/core/model.c"):
         assert (d / f).exists(), f
     r = _run(["sh", str(d / "build.sh")])
     assert r.returncode == 0, r.stderr
@@ -200,6 +200,41 @@ def test_generated_c_clean_under_asan_ubsan(cache, tmp_path, arch, ptype, kernel
     r = _run([str(d / "san"), "--ids", "1 2", "-n", "300", "--temp", "0.9", "--top-k", "5", "--ctx", "64",
               "--repeat-penalty", "1.3", "--print-ids"])
     assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr
+    if (arch, ptype, kernel, head) != SANITIZE_DEFAULT[0]:
+        return
+    # every kernel and attention variant this CPU has, forced one at a time (BN_KERNEL_VARIANT,
+    # BN_ATTN_VARIANT), not only the one the host would pick
+    want = Reference(m, head=head).generate_greedy(prompt, 8)
+    ran = []
+    for kv, av in [(k, "") for k in _host_variants(kernel)] + [("", a) for a in _host_attn_variants()]:
+        env = {**os.environ, "BN_KERNEL_VARIANT": kv, "BN_ATTN_VARIANT": av}
+        r = subprocess.run([str(d / "san"), "--ids", " ".join(map(str, prompt)), "-n", "8", "--temp", "0",
+                            "--print-ids", "--ignore-eos", "-t", "2"], capture_output=True, text=True, env=env,
+                           timeout=600)
+        assert r.returncode == 0 and "runtime error" not in r.stderr and "AddressSanitizer" not in r.stderr, r.stderr
+        assert [int(t) for t in r.stdout.split()] == want, (kv, av)
+        if kv:
+            assert f"kernel {kv}" in r.stderr, (kv, r.stderr[-300:])
+        ran.append(kv or "attn_" + av)
+    assert "i2s_scalar" in ran and "attn_scalar" in ran, ran
+
+
+def _host_flags() -> set:
+    with open("/proc/cpuinfo") as f:
+        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+
+
+def _host_variants(layout: str) -> list:
+    """The ternary kernels of `layout` in runtime_c/core/kernels/dispatch.c this CPU can run."""
+    fl = _host_flags()
+    x86 = {"i2s_avx512vnni": {"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "i2s_avxvnni": {"avx2", "avx_vnni"},
+           "i2s_avx2": {"avx2"}, "i2s_generic": set(), "i2s_scalar": set(), "tl2_avx2": {"avx2"},
+           "tl2_scalar": set(), "tl1_scalar": set()}
+    return [k for k, need in x86.items() if k.startswith(layout + "_") and need <= fl]
+
+
+def _host_attn_variants() -> list:
+    return (["avx2"] if {"avx2", "f16c"} <= _host_flags() else []) + ["scalar"]
 
 
 @pytest.mark.emulated

@@ -146,6 +146,11 @@ const int kernel_table_len = (int)(sizeof kernel_table / sizeof kernel_table[0])
 
 const ternary_kernel *kernel_pick(const char *layout) {
     const unsigned have = kernel_cpu_features();
+    const char *force = getenv("BN_KERNEL_VARIANT");   /* tests: run a named variant this CPU has */
+    if (force) {
+        const ternary_kernel *k = kernel_by_name(force);
+        if (k && strcmp(k->layout, layout) == 0 && (k->needs & ~have) == 0) return k;
+    }
     for (int i = 0; i < kernel_table_len; i++) {
         const ternary_kernel *k = &kernel_table[i];
         if (strcmp(k->layout, layout) == 0 && (k->needs & ~have) == 0) return k;
