@@ -31,14 +31,13 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "tl_driver.h"
 #include "tl_layout.h"
 
 #define TL1_WIDEN_VECTORS 32  /* 32 vectors x 2 pairs = 64 pairs per int16 sum */
 
-static uint8_t *align64(void *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
-
 /* Tables for one token: lut[32*g .. 32*g+15] low bytes, [32*g+16 .. +31] high bytes. */
-static void tl1_build_lut(const int8_t *x, int KP, uint8_t *lut) {
+static inline void tl1_build_lut(const int8_t *x, int KP, uint8_t *lut) {
     static const int16_t e0[16] = {-1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0};
     static const int16_t e1[16] = {-1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0, 0, 0, 0, 0, 0};
     const int16x8_t E0a = vld1q_s16(e0), E0b = vld1q_s16(e0 + 8);
@@ -96,52 +95,12 @@ void tl1_tile(const uint8_t *tile, const uint8_t *const *luts, int KP, const int
         for (int q = 0; q < 8; q++) vst1q_s32(&out[t][4 * q], acc32[t][q]);
 }
 
-/* Rows [rb, re) of tokens [n0, n1), whose tables are luts[n - n0]. */
-static void tl1_rows(const uint8_t *w, const uint8_t *const *luts, int32_t *y, int M, int KP,
-                     int rb, int re, int n0, int n1) {
-    const size_t tb = TL1_TILE_BYTES(KP);
-    const size_t pf = n1 - n0 == 1 ? tb : 0;   /* GEMV reads the matrix once: prefetch */
-    int32_t out[4][32];
-    for (int tile = rb / TL_ROWS; tile * TL_ROWS < re; tile++) {
-        const uint8_t *tw = w + tile * tb;
-        const int r0 = tile * TL_ROWS;
-        const int i0 = rb > r0 ? rb - r0 : 0, i1 = re < r0 + TL_ROWS ? re - r0 : TL_ROWS;
-        int n = n0;
-#define TL1_TOKENS(TT)                                                                       \
-        {                                                                                    \
-            tl1_tile(tw, luts + (n - n0), KP, TT, pf, out);                                      \
-            for (int t = 0; t < TT; t++)                                                     \
-                memcpy(y + (size_t)(n + t) * M + r0 + i0, &out[t][i0], sizeof(int32_t) * (i1 - i0)); \
-        }
-        for (; n + 4 <= n1; n += 4) TL1_TOKENS(4)
-        if (n1 - n == 3) TL1_TOKENS(3)
-        else if (n1 - n == 2) TL1_TOKENS(2)
-        else if (n1 - n == 1) TL1_TOKENS(1)
-#undef TL1_TOKENS
-    }
-}
-
 void tl1_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end, void *scratch) {
-    if (row_begin >= row_end) return;
-    uint8_t *lut = align64(scratch);
-    tl1_build_lut(x, KP, lut);
-    const uint8_t *luts[1] = {lut};
-    tl1_rows(w, luts, y, 0, KP, row_begin, row_end, 0, 1);
+    tl_gemm(tl1_build_lut, tl1_tile, TL1_TILE_BYTES(KP), TL1_LUT_BYTES(KP), KP, w, x, y, 1, 0, KP, row_begin, row_end, scratch);
 }
 
 void tl1_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end, void *scratch) {
-    if (row_begin >= row_end) return;
-    uint8_t *base = align64(scratch);
-    const size_t lb = TL1_LUT_BYTES(KP);
-    const uint8_t *luts[TL_NSLAB];
-    for (int n0 = 0; n0 < N; n0 += TL_NSLAB) {
-        const int n1 = n0 + TL_NSLAB < N ? n0 + TL_NSLAB : N;
-        for (int n = n0; n < n1; n++) {
-            tl1_build_lut(x + (size_t)n * KP, KP, base + (n - n0) * lb);
-            luts[n - n0] = base + (n - n0) * lb;
-        }
-        tl1_rows(w, luts, y, M, KP, row_begin, row_end, n0, n1);
-    }
+    tl_gemm(tl1_build_lut, tl1_tile, TL1_TILE_BYTES(KP), TL1_LUT_BYTES(KP), KP, w, x, y, N, M, KP, row_begin, row_end, scratch);
 }

@@ -39,14 +39,13 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "tl_driver.h"
 #include "tl_layout.h"
 
 #define TL2_WIDEN_OCTETS 8  /* 64 triples per int16 accumulation; see overflow note */
 
-static uint8_t *align64(void *p) { return (uint8_t *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
-
 /* Tables for one token: lut[32*g .. 32*g+15] low bytes, [32*g+16 .. 32*g+31] high bytes. */
-static void tl2_build_lut(const int8_t *x, int KP, uint8_t *lut) {
+static inline void tl2_build_lut(const int8_t *x, int KP, uint8_t *lut) {
     const __m256i D0 = _mm256_setr_epi16(0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0);
     const __m256i D1 = _mm256_setr_epi16(0, 0, 1, 1, 1, -1, -1, -1, 0, 0, 0, 1, 1, 1, 0, 0);
     const __m256i D2 = _mm256_setr_epi16(0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, -1, 0, 1, 0, 0);
@@ -137,53 +136,12 @@ void tl2_tile(const uint8_t *tile, const uint8_t *const *luts, int NO, const int
                                 _mm256_add_epi32(acc32[t][q], _mm256_loadu_si256(neg + q)));
 }
 
-/* Rows [rb, re) of every token n in [n0, n1), whose tables are luts[n - n0]. */
-static void tl2_rows(const uint8_t *w, const uint8_t *const *luts, int32_t *y, int M, int KP,
-                     int rb, int re, int n0, int n1) {
-    const size_t tb = TL2_TILE_BYTES(KP);
-    const size_t pf = n1 - n0 == 1 ? tb : 0;
-    const int NO = TL2_OCTETS(KP);
-    int32_t out[4][32];
-    for (int tile = rb / TL_ROWS; tile * TL_ROWS < re; tile++) {
-        const uint8_t *tw = w + tile * tb;
-        const int r0 = tile * TL_ROWS;
-        const int i0 = rb > r0 ? rb - r0 : 0, i1 = re < r0 + TL_ROWS ? re - r0 : TL_ROWS;
-        int n = n0;
-#define TL2_TOKENS(TT)                                                                       \
-        {                                                                                    \
-            tl2_tile(tw, luts + (n - n0), NO, TT, pf, out);                                      \
-            for (int t = 0; t < TT; t++)                                                     \
-                memcpy(y + (size_t)(n + t) * M + r0 + i0, &out[t][i0], sizeof(int32_t) * (i1 - i0)); \
-        }
-        for (; n + 4 <= n1; n += 4) TL2_TOKENS(4)
-        if (n1 - n == 3) TL2_TOKENS(3)
-        else if (n1 - n == 2) TL2_TOKENS(2)
-        else if (n1 - n == 1) TL2_TOKENS(1)
-#undef TL2_TOKENS
-    }
-}
-
 void tl2_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int KP, int row_begin, int row_end, void *scratch) {
-    if (row_begin >= row_end) return;
-    uint8_t *lut = align64(scratch);
-    tl2_build_lut(x, KP, lut);
-    const uint8_t *luts[1] = {lut};
-    tl2_rows(w, luts, y, 0, KP, row_begin, row_end, 0, 1);
+    tl_gemm(tl2_build_lut, tl2_tile, TL2_TILE_BYTES(KP), TL2_LUT_BYTES(KP), TL2_OCTETS(KP), w, x, y, 1, 0, KP, row_begin, row_end, scratch);
 }
 
 void tl2_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end, void *scratch) {
-    if (row_begin >= row_end) return;
-    uint8_t *base = align64(scratch);
-    const size_t lb = TL2_LUT_BYTES(KP);
-    const uint8_t *luts[TL_NSLAB];
-    for (int n0 = 0; n0 < N; n0 += TL_NSLAB) {
-        const int n1 = n0 + TL_NSLAB < N ? n0 + TL_NSLAB : N;
-        for (int n = n0; n < n1; n++) {
-            tl2_build_lut(x + (size_t)n * KP, KP, base + (n - n0) * lb);
-            luts[n - n0] = base + (n - n0) * lb;
-        }
-        tl2_rows(w, luts, y, M, KP, row_begin, row_end, n0, n1);
-    }
+    tl_gemm(tl2_build_lut, tl2_tile, TL2_TILE_BYTES(KP), TL2_LUT_BYTES(KP), TL2_OCTETS(KP), w, x, y, N, M, KP, row_begin, row_end, scratch);
 }
