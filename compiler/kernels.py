@@ -70,28 +70,21 @@ def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo
                          workdir: str | None = None) -> str:
     """Compile `main_sources` plus the target's kernel sources (each file with its own ISA
     flags) with zig cc and link them into `out`. Used by the kernel tests and benchmarks;
-    the model build driver does the same with its own sources."""
+    zig runs as for a model build (toolchain.run_zig: the same cache and environment)."""
     import os
-    import sys
     import tempfile
 
+    from .toolchain import run_zig
+
     kdir = os.path.join(repo_root, KERNELS_DIR_NAME)
-    env = dict(os.environ)
-    env.setdefault("ZIG_GLOBAL_CACHE_DIR", os.path.expanduser("~/.cache/bitnet-aot/zig"))
-    zig = [sys.executable, "-m", "ziglang", "cc", "-target", triple]
     wd = workdir or tempfile.mkdtemp(prefix="kobj-")
+    cc = ["cc", "-target", triple]
     objs = []
     for i, ks in enumerate(kernel_sources(arch_of(triple), cpu_dispatch)):
         obj = os.path.join(wd, f"{i}-{ks.source}-{ks.isa or 'dispatch'}.o")
-        cmd = zig + list(cflags) + list(ks.flags) + ["-I", kdir, "-c", os.path.join(kdir, ks.source), "-o", obj]
-        _run(cmd, env)
+        run_zig(cc + list(cflags) + list(ks.flags) + ["-I", kdir, "-c", os.path.join(kdir, ks.source), "-o", obj],
+                wd, f"compiling {ks.source}", local_cache=os.path.join(wd, ".zig-cache"))
         objs.append(obj)
-    _run(zig + list(cflags) + ["-I", kdir] + list(main_sources) + objs + ["-o", out], env)
+    run_zig(cc + list(cflags) + ["-I", kdir] + list(main_sources) + objs + ["-o", out], wd,
+            f"linking {os.path.basename(out)}", local_cache=os.path.join(wd, ".zig-cache"))
     return out
-
-
-def _run(cmd: list[str], env: dict) -> None:
-    import subprocess
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"compile failed: {' '.join(cmd)}\n{p.stderr}")
