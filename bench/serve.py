@@ -233,10 +233,12 @@ def main():
     ap.add_argument("--time-limit", type=float, default=300, help="seconds per level")
     ap.add_argument("--no-peer", action="store_true", help="measure bitnet-aot alone")
     ap.add_argument("--smoke", action="store_true", help="the bundled model, 1 and 4 clients, 8 tokens: a quick check")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions, alternating the systems; medians reported")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/<date>-<host>-serve.json)")
     a = ap.parse_args()
     if a.smoke:
-        a.shape, a.clients, a.rounds, a.max_tokens, a.time_limit, a.no_peer, a.ctx = "shakespeare", "1,4", 1, 8, 60, True, 256
+        a.shape, a.clients, a.rounds, a.max_tokens, a.time_limit, a.no_peer, a.ctx, a.reps = \
+            "shakespeare", "1,4", 1, 8, 60, True, 256, 1
     levels = [int(x) for x in a.clients.split(",")]
     parallel = max(levels)
     gguf = model_path(a.shape)
@@ -252,24 +254,47 @@ def main():
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "host": socket.gethostname(), "model": os.path.basename(gguf), "threads": a.threads,
               "parallel": parallel, "max_tokens": a.max_tokens, "rounds": a.rounds, "systems": {}}
-    for name, cmd in systems:
-        log(f"{name}: starting")
-        srv = Proc(name, cmd)
-        try:
-            asyncio.run(level(srv.port, 1, 1, 4, a.time_limit, a.prompt_words))      # warm-up
-            rows = []
-            for c in levels:
-                r = asyncio.run(level(srv.port, c, a.rounds, a.max_tokens, a.time_limit, a.prompt_words))
-                log(f"  {c:2d} clients: {r['aggregate_tok_s']:.1f} tok/s, {r['ok']}/{r['requests']} ok")
-                rows.append(r)
-            report["systems"][name] = rows
-            sw = 40 if a.smoke else 300
-            ttft = {k: asyncio.run(chat_ttft(srv.port, sw, k == "cached", a.time_limit)) for k in ("uncached", "cached")}
-            log(f"  second chat turn TTFT ({sw}-word system prompt): {ttft['uncached'] * 1e3:.0f} ms without the "
-                f"prompt cache, {ttft['cached'] * 1e3:.0f} ms with it")
-            report.setdefault("second_turn_ttft_s", {})[name] = ttft
-        finally:
-            srv.stop()
+    # Repetitions alternate the systems (A B, B A, A B, ...); each level's figures are the
+    # medians over the repetitions, and every repetition's rows are kept in the JSON.
+    per_rep = {name: [] for name, _ in systems}
+    ttfts = {name: [] for name, _ in systems}
+    for rep in range(a.reps):
+        order = systems if rep % 2 == 0 else systems[::-1]
+        for name, cmd in order:
+            log(f"{name}: starting (repetition {rep + 1}/{a.reps})")
+            srv = Proc(name, cmd)
+            try:
+                asyncio.run(level(srv.port, 1, 1, 4, a.time_limit, a.prompt_words))      # warm-up
+                rows = []
+                for c in levels:
+                    r = asyncio.run(level(srv.port, c, a.rounds, a.max_tokens, a.time_limit, a.prompt_words))
+                    log(f"  {c:2d} clients: {r['aggregate_tok_s']:.1f} tok/s, {r['ok']}/{r['requests']} ok")
+                    rows.append(r)
+                per_rep[name].append(rows)
+                sw = 40 if a.smoke else 300
+                ttft = {k: asyncio.run(chat_ttft(srv.port, sw, k == "cached", a.time_limit)) for k in ("uncached", "cached")}
+                log(f"  second chat turn TTFT ({sw}-word system prompt): {ttft['uncached'] * 1e3:.0f} ms without the "
+                    f"prompt cache, {ttft['cached'] * 1e3:.0f} ms with it")
+                ttfts[name].append(ttft)
+            finally:
+                srv.stop()
+
+    def med(xs):
+        xs = [x for x in xs if x is not None]
+        return statistics.median(xs) if xs else None
+
+    report["reps"] = a.reps
+    for name, reps in per_rep.items():
+        rows = []
+        for i, c in enumerate(levels):
+            runs = [r[i] for r in reps]
+            row = {k: med([r[k] for r in runs]) for k in runs[0] if k != "clients"}
+            row["clients"] = c
+            row["repetitions"] = runs
+            rows.append(row)
+        report["systems"][name] = rows
+        report.setdefault("second_turn_ttft_s", {})[name] = {
+            k: med([t[k] for t in ttfts[name]]) for k in ("uncached", "cached")}
     print(f"{'system':14s} {'clients':>7s} {'tok/s':>8s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'tok p50':>8s} {'tok p99':>8s} {'stream':>7s}")
     ms = lambda v: f"{v * 1e3:.0f} ms" if v is not None else "-"  # noqa: E731
     for name, rows in report["systems"].items():
