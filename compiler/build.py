@@ -224,7 +224,7 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
     if embed != "auto" and m.output is None:
         raise BitnetError("--embed: this model's head is tied to its embedding (one matrix); use --head to set its precision")
     opts = BuildOptions(kernel=kernel, weights=weights, n_ctx_max=ctx, shared=shared, head=head, embed=embed,
-                        kv=kv, sanitize=sanitize, version=__version__, zig_version=zv)
+                        kv=kv, sanitize=sanitize, zig_version=zv)
     if output is None:
         base = os.path.splitext(os.path.basename(gguf_path))[0]
         output = base + (".so" if shared else target.exe_suffix)

@@ -59,9 +59,7 @@ class BuildOptions:
     shared: bool = False                # build a shared library for the Python binding
     sanitize: bool = False              # -fsanitize=address,undefined (host builds, for tests)
     opt: str = "-O2"
-    version: str = ""
     zig_version: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 class BlobWriter:

@@ -15,7 +15,6 @@ class Target:
     description: str
     zig_target: str
     arch: str
-    os: str
     object_format: str          # elf | macho | coff | wasm
     simd_features: list
     kernels: list
@@ -31,11 +30,9 @@ class Target:
     run: str                    # native | qemu | wasmtime | wine | none
     qemu: str = ""
     l2_cache_bytes: int = 524288
-    cpu: str = ""
     static: bool = True         # link with -static (Mach-O executables always link libSystem)
     cpu_dispatch: bool = True   # compile the SIMD kernel variants and pick one at start-up
     extra_ldflags: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
 
 
 def _target_dir():
@@ -72,6 +69,8 @@ def load_target(name: str) -> Target:
         names = ", ".join(t.name for t in list_targets())
         raise BitnetError(f"unknown target {name!r}; choose one of: {names}")
     d = tomllib.loads(f.read_text())
-    known = set(Target.__dataclass_fields__) - {"extra"}
-    extra = {k: v for k, v in d.items() if k not in known}
-    return Target(**{k: v for k, v in d.items() if k in known}, extra=extra)
+    unknown = sorted(set(d) - set(Target.__dataclass_fields__))
+    if unknown:
+        raise BitnetError(f"{f.name}: unknown key(s) {', '.join(unknown)}; the keys are the fields of "
+                          f"bitnet_aot.targets.Target")
+    return Target(**d)
