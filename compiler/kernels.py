@@ -88,3 +88,11 @@ def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo
     run_zig(cc + list(cflags) + ["-I", kdir] + list(main_sources) + objs + ["-o", out], wd,
             f"linking {os.path.basename(out)}", local_cache=os.path.join(wd, ".zig-cache"))
     return out
+
+
+def cpu_feature_bits() -> dict:
+    """KCPU_* name -> bit, read from runtime_c/core/kernels/kernels.h (stated there once)."""
+    import re
+    from importlib import resources
+    text = resources.files("bitnet_aot.runtime_c").joinpath("core", "kernels", "kernels.h").read_text(encoding="utf-8")
+    return {name: 1 << int(shift) for name, shift in re.findall(r"\b(KCPU_[A-Z0-9_]+)\s*=\s*1u\s*<<\s*(\d+)", text)}

@@ -8,8 +8,6 @@ import pytest
 
 from bitnet_aot.factory import make_test_model
 
-# zig's cache (compiled libc per target) survives between runs: first builds take minutes.
-os.environ.setdefault("ZIG_GLOBAL_CACHE_DIR", os.path.expanduser("~/.cache/bitnet-aot/zig"))
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

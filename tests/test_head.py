@@ -18,10 +18,12 @@ from bitnet_aot.factory import make_test_model
 from bitnet_aot.gguf_import import load_gguf
 from bitnet_aot.pack import pack_matrix
 from bitnet_aot.reference import quantized_head
+from bitnet_aot.kernels import cpu_feature_bits
 from bitnet_aot.toolchain import run_zig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KCPU_AVX2, KCPU_AVXVNNI, KCPU_AVX512VNNI = 1, 4, 8      # runtime_c/core/kernels/kernels.h
+_BITS = cpu_feature_bits()                                # runtime_c/core/kernels/kernels.h
+KCPU_AVX2, KCPU_AVXVNNI, KCPU_AVX512VNNI = _BITS["KCPU_AVX2"], _BITS["KCPU_AVXVNNI"], _BITS["KCPU_AVX512VNNI"]
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"),
                                 reason="the harness runs the x86-64 Linux paths")
