@@ -51,8 +51,18 @@ def free_port() -> int:
 def model_path(shape: str) -> str:
     if shape == "shakespeare":
         return os.path.join(ROOT, "examples", "shakespeare.gguf")
-    from bench.e2e import model_path as e2e_model
-    return e2e_model(shape)
+    # the e2e bench's file, but with printable filler tokens: a random model samples across
+    # all 128K ids, and reserved control tokens would stream as empty text
+    from bench.e2e import SMALL_SHAPE
+    from bitnet_aot.factory import SHAPES_2B4T, make_test_model
+    os.makedirs(CACHE, exist_ok=True)
+    p = os.path.join(CACHE, f"{shape}-bitnet-tq2_0-f16-printable.gguf")
+    if not os.path.exists(p):
+        log(f"writing {p} (cached for later runs) ...")
+        shp = dict(SHAPES_2B4T) if shape == "2b4t" else dict(SMALL_SHAPE)
+        make_test_model(p + ".tmp", "bitnet", "tq2_0", tokenizer="bpe-printable", embd_type="f16", seed=1, **shp)
+        os.replace(p + ".tmp", p)
+    return p
 
 
 def build_ours(gguf: str) -> str:

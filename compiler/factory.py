@@ -86,8 +86,10 @@ def _place_specials(kv: dict, n_vocab: int, specials: dict, ids: dict) -> dict:
     return {k: v for k, v in kv.items() if v is not None}
 
 
-def _bpe_vocab(n_vocab: int):
-    """Byte-level BPE vocabulary learned from _TEXT: 256 byte symbols, merges, 3 specials."""
+def _bpe_vocab(n_vocab: int, printable: bool = False):
+    """Byte-level BPE vocabulary learned from _TEXT: 256 byte symbols, merges, 3 specials.
+    The rest up to n_vocab are reserved control tokens, or with printable=True normal tokens
+    that print " t<id>" (a random model's samples then show as text: the load benchmark)."""
     b2u = bytes_to_unicode()
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
     n_merges = max(0, n_vocab - 256 - len(specials))
@@ -116,8 +118,8 @@ def _bpe_vocab(n_vocab: int):
     tokens += specials
     types = [1] * (len(tokens) - len(specials)) + [3] * len(specials)
     while len(tokens) < n_vocab:
-        tokens.append(f"<|reserved_{len(tokens)}|>")
-        types.append(3)
+        tokens.append(f"\u0120t{len(tokens)}" if printable else f"<|reserved_{len(tokens)}|>")
+        types.append(1 if printable else 3)
     ids = {t: i for i, t in enumerate(tokens)}
     return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "llama-bpe",
             "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": np.array(types, dtype=np.int32),
@@ -230,8 +232,8 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
         kv[p + "hidden_activation"] = hidden_activation
     if tokenizer == "spm":
         kv.update(_spm_vocab(n_vocab))
-    elif tokenizer == "bpe":
-        kv.update(_bpe_vocab(n_vocab))
+    elif tokenizer in ("bpe", "bpe-printable"):
+        kv.update(_bpe_vocab(n_vocab, printable=tokenizer == "bpe-printable"))
         if pre:
             kv["tokenizer.ggml.pre"] = pre
     elif tokenizer is not None:
