@@ -101,6 +101,37 @@ def have(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
+def host_cpu_flags() -> set:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def sanitized_binary(build_dir, commands, werror=lambda src: True) -> str:
+    """Compile a generated tree (build(..., emit_c=build_dir).commands) natively with gcc
+    -fsanitize=address,undefined and link it to build_dir/san; -Werror only for the sources
+    `werror` picks (gcc warns where zig's clang does not). Returns the executable's path."""
+    import subprocess
+    d = str(build_dir)
+    os.makedirs(os.path.join(d, "obj"), exist_ok=True)
+    objs = []
+    for cmd in commands[:-1]:
+        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
+        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f"))
+                 and a != "-mcmodel=medium" and (a != "-Werror" or werror(src))]
+        r = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+                           + flags + ["-c", src, "-o", obj], cwd=d, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        objs.append(obj)
+    r = subprocess.run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"],
+                       cwd=d, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return os.path.join(d, "san")
+
+
 # ---------------------------------------------------------------------------------------
 # Strict mode (BITNET_AOT_STRICT=1, set by .ci/run): a skip is a failure unless its reason
 # names something a machine may honestly lack: an emulator (qemu, wine, wasmtime, podman)

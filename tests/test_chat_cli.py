@@ -27,6 +27,7 @@ from tokenizer_harness import LLAMA3_PAT, LLAMA3_SPECIALS, llama3_tokenizer_data
 from bitnet_aot.chat import format_chat, turn_text  # noqa: E402
 from bitnet_aot.factory import make_test_model  # noqa: E402
 from bitnet_aot.gguf_file import GGUFFile, TensorToWrite, write_gguf  # noqa: E402
+from conftest import sanitized_binary  # noqa: E402
 
 from fixtures import TIKTOKEN_2B4T as TIKTOKEN_MODEL  # noqa: E402
 
@@ -365,20 +366,7 @@ def test_chat_and_interactive_clean_under_asan_ubsan(models, tmp_path):
     gguf, _ = models["bitnet"]
     d = tmp_path / "san"
     res = build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
-    (d / "obj").mkdir(exist_ok=True)
-    objs = []
-    for cmd in res.commands[:-1]:
-        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
-        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f"))
-                 and a != "-mcmodel=medium" and (a != "-Werror" or src.endswith("chat_cli.c"))]
-        r = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-                           + flags + ["-c", src, "-o", obj], cwd=str(d), capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        objs.append(obj)
-    r = subprocess.run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"],
-                       cwd=str(d), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    exe = str(d / "san")
+    exe = sanitized_binary(d, res.commands, werror=lambda src: src.endswith("chat_cli.c"))
     rng = random.Random(3)
     noise = bytes(rng.randrange(256) for _ in range(3000))
     hostile = b"Hi\n\xff\xfe caf\xe9\n\x00abc\x00\n\r\n  \n" + noise + b"\nlast line, no newline"

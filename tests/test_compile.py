@@ -14,7 +14,7 @@ from bitnet_aot.factory import ARCHS, PROJ_TYPES
 from bitnet_aot.gguf_import import load_gguf
 from bitnet_aot.reference import Reference
 
-from conftest import have
+from conftest import have, host_cpu_flags, sanitized_binary
 
 SEQ = 64
 
@@ -179,17 +179,7 @@ def test_generated_c_clean_under_asan_ubsan(cache, tmp_path, arch, ptype, kernel
     gguf = cache.model(arch, ptype)
     d = tmp_path / "san"
     res = build(gguf, "x86_64-linux", emit_c=str(d), kernel=kernel, head=head, log=lambda s: None)
-    (d / "obj").mkdir(exist_ok=True)
-    objs = []
-    for cmd in res.commands[:-1]:
-        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
-        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f")) and a != "-mcmodel=medium"]
-        r = _run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"] + flags +
-                 ["-c", src, "-o", obj], cwd=str(d))
-        assert r.returncode == 0, r.stderr
-        objs.append(obj)
-    r = _run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"], cwd=str(d))
-    assert r.returncode == 0, r.stderr
+    sanitized_binary(d, res.commands)
     m = load_gguf(gguf)
     prompt = list(range(3, 40))
     for threads in ("1", "3"):
@@ -219,14 +209,9 @@ def test_generated_c_clean_under_asan_ubsan(cache, tmp_path, arch, ptype, kernel
     assert "i2s_scalar" in ran and "attn_scalar" in ran, ran
 
 
-def _host_flags() -> set:
-    with open("/proc/cpuinfo") as f:
-        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-
-
 def _host_variants(layout: str) -> list:
     """The ternary kernels of `layout` in runtime_c/core/kernels/dispatch.c this CPU can run."""
-    fl = _host_flags()
+    fl = host_cpu_flags()
     x86 = {"i2s_avx512vnni": {"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "i2s_avxvnni": {"avx2", "avx_vnni"},
            "i2s_avx2": {"avx2"}, "i2s_generic": set(), "i2s_scalar": set(), "tl2_avx2": {"avx2"},
            "tl2_scalar": set(), "tl1_scalar": set()}
@@ -234,7 +219,7 @@ def _host_variants(layout: str) -> list:
 
 
 def _host_attn_variants() -> list:
-    return (["avx2"] if {"avx2", "f16c"} <= _host_flags() else []) + ["scalar"]
+    return (["avx2"] if {"avx2", "f16c"} <= host_cpu_flags() else []) + ["scalar"]
 
 
 @pytest.mark.emulated

@@ -20,6 +20,7 @@ from bitnet_aot.pack import pack_matrix
 from bitnet_aot.reference import quantized_head
 from bitnet_aot.kernels import cpu_feature_bits
 from bitnet_aot.toolchain import run_zig
+from conftest import host_cpu_flags  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BITS = cpu_feature_bits()                                # runtime_c/core/kernels/kernels.h
@@ -29,19 +30,8 @@ pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or
                                 reason="the harness runs the x86-64 Linux paths")
 
 
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _paths() -> dict:
-    flags = _cpu_flags()
+    flags = host_cpu_flags()
     paths = {"portable": 0}
     if "avx2" in flags and "f16c" in flags and "fma" in flags:
         paths["avx2"] = KCPU_AVX2

@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 from bitnet_aot.kernels import build_kernel_program  # noqa: E402
 from bitnet_aot.pack import pack_i2s, padded_k  # noqa: E402
 from bitnet_aot.pack_tl import pack_tl1, pack_tl2  # noqa: E402
+from conftest import host_cpu_flags  # noqa: E402
 
 PACKERS = {"i2s": pack_i2s, "tl1": pack_tl1, "tl2": pack_tl2}
 BATCHES = (1, 2, 3, 4, 5, 8, 17, 64)
@@ -213,10 +214,7 @@ def test_packers_agree_with_scalar_decoders(harness_dir):
 
 
 def _host_has(flag: str) -> bool:
-    try:
-        return any(flag in line.split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
-    except OSError:
-        return False
+    return flag in host_cpu_flags()
 
 
 @pytest.mark.parametrize("kernel", ["i2s_avx512vnni", "i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar", "tl2_scalar", "tl1_scalar"])

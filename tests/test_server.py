@@ -21,6 +21,7 @@ import threading
 import time
 
 import pytest
+from conftest import sanitized_binary  # noqa: E402
 
 HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
@@ -984,21 +985,7 @@ def test_server_under_load_clean_under_asan_ubsan(cache, tmp_path):
     gguf = cache.model("bitnet-b1.58", "tq2_0")
     d = tmp_path / "san"
     res = build(gguf, "x86_64-linux", emit_c=str(d), log=lambda s: None)
-    (d / "obj").mkdir(exist_ok=True)
-    objs = []
-    for cmd in res.commands[:-1]:
-        src, obj = cmd[cmd.index("-c") + 1], cmd[cmd.index("-o") + 1]
-        own = src.endswith(("server.c", "http.c", "json.c"))
-        flags = [a for a in cmd[1:] if a.startswith(("-I", "-D", "-m", "-std", "-W", "-f"))
-                 and a != "-mcmodel=medium" and (a != "-Werror" or own)]
-        r = subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-                           + flags + ["-c", src, "-o", obj], cwd=str(d), capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        objs.append(obj)
-    r = subprocess.run(["gcc", "-fsanitize=address,undefined"] + objs + ["-o", "san", "-lm", "-lpthread"],
-                       cwd=str(d), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    s = Server(str(d / "san"), "--parallel", "4", "--queue", "16", "-t", "2", "--timeout", str(TIMEOUT),
+    s = Server(sanitized_binary(d, res.commands, werror=lambda src: src.endswith(("server.c", "http.c", "json.c"))), "--parallel", "4", "--queue", "16", "-t", "2", "--timeout", str(TIMEOUT),
                "--max-body", str(MAX_BODY))
     errors = []
 
