@@ -224,9 +224,11 @@ def mca_cycles(body: list, triple: str, cpu: str, attrs: str) -> float:
 
 
 def kernels_aarch64(bitnet_src):
-    ours = open(os.path.join(ROOT, "runtime_c", "core", "kernels", "i2s_neon.c")).read()
+    kdir = os.path.join(ROOT, "runtime_c", "core", "kernels")
+    ours = open(os.path.join(kdir, "i2s_neon.c")).read()
+    ours_dot = open(os.path.join(kdir, "i2s_neon_dotprod.c")).read()
     out = [
-        ("bitnet-aot i2s_neon_dotprod (4 rows)", ours, ["-DI2S_DOTPROD"], "i2s_gemv_neon_dotprod", 64, True),
+        ("bitnet-aot i2s_neon_dotprod (4 rows)", ours_dot, [], "i2s_gemv_neon_dotprod", 64, True),
         ("bitnet-aot i2s_neon (4 rows, no SDOT)", ours, [], "i2s_gemv_neon", 64, False),
         ("llama.cpp TQ2_0 (SDOT)", llama_source(), [], "ggml_vec_dot_tq2_0_q8_K", 66, True),
         ("llama.cpp TQ2_0 (no SDOT)", llama_source(), [], "ggml_vec_dot_tq2_0_q8_K", 66, False),

@@ -30,15 +30,14 @@ _PORTABLE = (
 KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
     "x86_64": _PORTABLE + (
         KernelSource("i2s_avx2.c", ("-mavx2",), "avx2"),
-        KernelSource("i2s_avx2.c", ("-mavx2", "-mavxvnni", "-DI2S_VNNI"), "avxvnni"),
-        KernelSource("i2s_avx2.c", ("-mavx2", "-mavx512vl", "-mavx512vnni", "-DI2S_VNNI", "-DI2S_EVEX"), "avx512vl"),
-        KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vnni"), "avx512vnni"),
+        KernelSource("i2s_avxvnni.c", ("-mavx2", "-mavxvnni"), "avxvnni"),
+        KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
         KernelSource("attn_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
     ),
     "aarch64": _PORTABLE + (
         KernelSource("i2s_neon.c", (), "neon"),
-        KernelSource("i2s_neon.c", ("-mcpu=generic+dotprod", "-DI2S_DOTPROD"), "neon_dotprod"),
+        KernelSource("i2s_neon_dotprod.c", ("-mcpu=generic+dotprod",), "neon_dotprod"),
         KernelSource("tl1_neon.c", (), "neon"),
         KernelSource("attn_neon.c", (), "neon"),
     ),

@@ -375,7 +375,7 @@ static const qk_rows_fn rows_q4_x86[3] = {rows_q4_avx2, rows_q4_vnni, rows_q4_ev
 void head_rows(const bn_matrix_ref *m, int type, const head_input *in, float *logits, int v0, int v1) {
     const uint8_t *data = bn_blob() + m->data;
     const void *scales = bn_blob() + m->scales;
-#if defined(__x86_64__) && !defined(KERNELS_SCALAR_ONLY)
+#if defined(__x86_64__)
     const unsigned cpu = kernel_cpu_features();
     if (cpu & KCPU_AVX2) {
         const int isa = (cpu & KCPU_AVXVNNI) ? 1 : (cpu & KCPU_AVX512VNNI) ? 2 : 0;

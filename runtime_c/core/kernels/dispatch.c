@@ -75,61 +75,26 @@ unsigned kernel_cpu_features(void) {
     return features;
 }
 
-/* ---- uniform-signature wrappers for the i2s kernels (they need no scratch) ---------- */
-#define I2S_WRAP(ISA)                                                                       \
-    static void i2s_gemv_##ISA##_k(const uint8_t *w, const int8_t *x, int32_t *y, int KP,   \
-                                   int rb, int re, void *s) {                               \
-        (void)s;                                                                            \
-        i2s_gemv_##ISA(w, x, y, KP, rb, re);                                                \
-    }                                                                                       \
-    static void i2s_gemm_##ISA##_k(const uint8_t *w, const int8_t *x, int32_t *y, int N,    \
-                                   int M, int KP, int rb, int re, void *s) {                \
-        (void)s;                                                                            \
-        i2s_gemm_##ISA(w, x, y, N, M, KP, rb, re);                                          \
-    }
-I2S_WRAP(scalar)
-I2S_WRAP(generic)
-#if KERNELS_X86
-/* AVX-512 VNNI: 512-bit GEMM, and the 256-bit (EVEX) shift-free GEMV of i2s_avx2.c */
-static void i2s_gemv_avx512vnni_k(const uint8_t *w, const int8_t *x, int32_t *y, int KP,
-                                  int rb, int re, void *s) {
-    (void)s;
-    i2s_gemv_avx512vl(w, x, y, KP, rb, re);
-}
-static void i2s_gemm_avx512vnni_k(const uint8_t *w, const int8_t *x, int32_t *y, int N,
-                                  int M, int KP, int rb, int re, void *s) {
-    (void)s;
-    if (N == 1) i2s_gemv_avx512vl(w, x, y, KP, rb, re);
-    else i2s_gemm_avx512vnni(w, x, y, N, M, KP, rb, re);
-}
-I2S_WRAP(avxvnni)
-I2S_WRAP(avx2)
-#endif
-#if KERNELS_ARM64
-I2S_WRAP(neon_dotprod)
-I2S_WRAP(neon)
-#endif
-
 /* ---- the table ----------------------------------------------------------------------- */
 const ternary_kernel kernel_table[] = {
 #if KERNELS_X86
     {"i2s_avx512vnni", "i2s", "avx512vnni", "x86-64 with AVX-512 VNNI (Ice Lake+ servers, Zen 4+)",
-     KCPU_AVX2 | KCPU_AVX512VNNI, i2s_gemv_avx512vnni_k, i2s_gemm_avx512vnni_k, NULL},
+     KCPU_AVX2 | KCPU_AVX512VNNI, i2s_gemv_avx512vnni, i2s_gemm_avx512vnni, NULL},
     {"i2s_avxvnni", "i2s", "avxvnni", "x86-64 with AVX-VNNI (Alder Lake+, Zen 5+)", KCPU_AVX2 | KCPU_AVXVNNI,
-     i2s_gemv_avxvnni_k, i2s_gemm_avxvnni_k, NULL},
+     i2s_gemv_avxvnni, i2s_gemm_avxvnni, NULL},
     {"i2s_avx2", "i2s", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,
-     i2s_gemv_avx2_k, i2s_gemm_avx2_k, NULL},
+     i2s_gemv_avx2, i2s_gemm_avx2, NULL},
 #endif
 #if KERNELS_ARM64
     {"i2s_neon_dotprod", "i2s", "neon_dotprod", "ARMv8.2+ with dot product (Cortex-A55/A76+, Pi 5, Apple M)",
-     KCPU_DOTPROD, i2s_gemv_neon_dotprod_k, i2s_gemm_neon_dotprod_k, NULL},
+     KCPU_DOTPROD, i2s_gemv_neon_dotprod, i2s_gemm_neon_dotprod, NULL},
     {"i2s_neon", "i2s", "neon", "any AArch64 (Cortex-A53/A72, Pi 3/4)", 0,
-     i2s_gemv_neon_k, i2s_gemm_neon_k, NULL},
+     i2s_gemv_neon, i2s_gemm_neon, NULL},
 #endif
     {"i2s_generic", "i2s", "generic", "any CPU (plain C shaped for auto-vectorisation)", 0,
-     i2s_gemv_generic_k, i2s_gemm_generic_k, NULL},
+     i2s_gemv_generic, i2s_gemm_generic, NULL},
     {"i2s_scalar", "i2s", "scalar", "any CPU (the plain-C reference)", 0,
-     i2s_gemv_scalar_k, i2s_gemm_scalar_k, NULL},
+     i2s_gemv_scalar, i2s_gemm_scalar, NULL},
 #if KERNELS_X86
     {"tl2_avx2", "tl2", "avx2", "x86-64 with AVX2 (Haswell+, Zen+)", KCPU_AVX2,
      tl2_gemv_avx2, tl2_gemm_avx2, tl2_scratch_bytes},

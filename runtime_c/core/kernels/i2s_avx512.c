@@ -1,25 +1,25 @@
 /* i2s_avx512.c: the i2s kernels for x86-64 with AVX-512 VNNI (Ice Lake / Sapphire Rapids
- * servers, Zen 4, Zen 5), compiled with -mavx512f -mavx512bw -mavx512vnni. dispatch.c calls
- * them only after the start-up CPU check found AVX512F/BW/VNNI with OS support for ZMM state.
+ * servers, Zen 4, Zen 5), compiled with -mavx2 -mavx512f -mavx512bw -mavx512vl -mavx512vnni.
+ * dispatch.c calls them only after the start-up CPU check found AVX512F/BW/VNNI with OS
+ * support for ZMM state (every such CPU has AVX512VL).
  *
  * Layout: the i2s layout of kernels.h (128-weight blocks of 32 bytes; bits 7-6, 5-4, 3-2, 1-0
  * of byte p hold weights p, p+32, p+64, p+96 as codes c = t+1 in {0,1,2}).
  *
- * Method: the maddubs trick of i2s_avx2.c (sum_k c_k*q_k = y + sum_k q_k, so subtract the
- * activation sum at the end), with vpdpbusd on 512-bit registers. A 32-byte block of one
+ * Method: the unsigned-code trick of i2s_x86.h (sum_k c_k*q_k = y + sum_k q_k, so subtract
+ * the activation sum at the end), with vpdpbusd on 512-bit registers. A 32-byte block of one
  * row fills half a register, so each ZMM holds the same block of TWO rows (row r in the low
  * 256 bits, row r+1 in the high 256 bits), and the 32 activations each code chunk pairs with
  * are broadcast to both halves. Nothing is repacked: the weights are the same bytes the
  * AVX2 kernels read, and the results are the same integers.
  *
  * Tiling: GEMM tiles are 4 rows (2 ZMM) x 8 tokens: 16 ZMM accumulators, each unpacked code
- * register serving 8 tokens, each broadcast activation serving 2 registers (4 rows). The
- * row pair's bytes stay in L1 while the token loop walks over a slab of I2S_NSLAB tokens
- * whose activations stay in L2. (GEMV is memory-bound; there the 256-bit shift-free kernel of
- * i2s_avx2.c, compiled for AVX512VL, streams faster: dispatch.c pairs the two. N >= 2 here.)
+ * register serving 8 tokens, each broadcast activation serving 2 registers (4 rows); the
+ * loops around the tiles are i2s_driver.h's. GEMV is memory-bound; there the 256-bit
+ * shift-free rows of i2s_x86.h in their EVEX form stream faster than a 512-bit tile.
  *
  * Overflow: a 32-bit lane gets 4 products c*q (c <= 2, |q| <= 128) per code chunk, 4 chunks
- * per block: |lane| <= 4096 per block, 32*KP in total: exact for KP < 2^26.
+ * per block: |lane| <= 4096 per block, 32*KP in total: exact for KP < 2^26 (GEMV: KP < 2^22).
  */
 #include <immintrin.h>
 #include <stddef.h>
@@ -27,19 +27,17 @@
 #include "i2s_x86.h"
 #include "kernels.h"
 
-#define T_MAX 8          /* tokens per GEMM tile */
-#define I2S_NSLAB 32     /* tokens whose activations stay in L2 while the rows stream past */
-
-/* The core: RZ row pairs (RZ <= 2) times T tokens (T <= 8), full K. Always inlined with
- * constant RZ and T so the accumulators stay in registers.
- * rows[2z], rows[2z+1]: the two rows of pair z (the same row twice for an odd tail).
- * x: first token (tokens are x_stride apart).
- * out[2z + h][t] = sum_k c[row 2z+h][k] * q[t][k] (uncorrected). */
+/* R rows (1, 2 or 4) x T tokens (<= 8), full K, as RZ = (R+1)/2 row pairs: pair z holds
+ * rows 2z and 2z+1 (row 0 twice when R = 1). pf: prefetch the R rows that start pf bytes
+ * on (the next row tile), R*32 bytes per block, so they arrive within this tile. */
 static inline __attribute__((always_inline))
-void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP,
-          const int RZ, const int T, const uint8_t *pf, int32_t out[4][T_MAX]) {
+void tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stride, int KP,
+          const int R, const int T, size_t pf, int32_t out[I2S_TILE_R][I2S_TILE_T]) {
     const __m512i m3 = _mm512_set1_epi8(3);
-    __m512i acc[2][T_MAX];
+    const int RZ = (R + 1) / 2;
+    const uint8_t *rows[4];
+    for (int i = 0; i < 2 * RZ; i++) rows[i] = w + (i < R ? i : R - 1) * row_bytes;
+    __m512i acc[2][I2S_TILE_T];
     for (int z = 0; z < RZ; z++)
         for (int t = 0; t < T; t++) acc[z][t] = _mm512_setzero_si512();
     for (int b = 0; b < KP / 128; b++) {
@@ -49,10 +47,9 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
             wv[z] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
                                        _mm256_loadu_si256((const __m256i *)hi), 1);
         }
-        if (pf) {                           /* the next 4 rows, 128 bytes per block */
-            _mm_prefetch((const char *)(pf + 128 * (size_t)b), _MM_HINT_T0);
-            _mm_prefetch((const char *)(pf + 128 * (size_t)b + 64), _MM_HINT_T0);
-        }
+        if (pf)                             /* the next R rows are contiguous: R*32 bytes per block */
+            for (int o = 0; o < 32 * R; o += 64)
+                _mm_prefetch((const char *)(w + pf + (size_t)(32 * R) * b + o), _MM_HINT_T0);
         const int8_t *xb = x + 128 * (size_t)b;
         for (int j = 0; j < 4; j++) {       /* codes at bits 6-2j pair with activations 32j.. */
             __m512i c[2];
@@ -96,44 +93,24 @@ void tile(const uint8_t *const rows[4], const int8_t *x, size_t x_stride, int KP
         }
 }
 
-/* rows[] (RZ pairs) against tokens [n0, n1): tiles of 8 tokens, then tails of 4, 2, 1. */
-static inline __attribute__((always_inline))
-void rows_tokens(const uint8_t *const rows[4], const int8_t *x, int32_t *y, const int32_t *sx,
-                 int M, int KP, int r, int nrows, int n0, int n1, const int RZ, const uint8_t *pf) {
-    int32_t out[4][T_MAX];
-    int n = n0;
-#define TOKENS(TT)                                                                          \
-    {                                                                                       \
-        tile(rows, x + (size_t)n * KP, KP, KP, RZ, TT, n == n0 ? pf : NULL, out);          \
-        for (int i = 0; i < nrows; i++)                                                     \
-            for (int t = 0; t < TT; t++) y[(size_t)(n + t) * M + r + i] = out[i][t] - sx[n + t - n0]; \
-        n += TT;                                                                            \
-    }
-    while (n + 8 <= n1) TOKENS(8)
-    if (n + 4 <= n1) TOKENS(4)
-    if (n + 2 <= n1) TOKENS(2)
-    if (n < n1) TOKENS(1)
-#undef TOKENS
+static inline __m256i dp_evex(__m256i acc, __m256i codes, __m256i x) {
+    return _mm256_dpbusd_epi32(acc, codes, x);
 }
 
-void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
-                         int N, int M, int KP, int row_begin, int row_end) {
-    const size_t row_bytes = (size_t)KP / 4;
-    int32_t sx[I2S_NSLAB];
-    for (int n0 = 0; n0 < N; n0 += I2S_NSLAB) {
-        const int n1 = n0 + I2S_NSLAB < N ? n0 + I2S_NSLAB : N;
-        for (int n = n0; n < n1; n++) sx[n - n0] = sum_q(x + (size_t)n * KP, KP);
-        int r = row_begin;
-        for (; r + 4 <= row_end; r += 4) {
-            const uint8_t *rows[4] = {w + r * row_bytes, w + (r + 1) * row_bytes, w + (r + 2) * row_bytes,
-                                      w + (r + 3) * row_bytes};
-            const uint8_t *next = r + 8 <= row_end ? w + (r + 4) * row_bytes : NULL;
-            rows_tokens(rows, x, y, sx, M, KP, r, 4, n0, n1, 2, next);
-        }
-        for (; r < row_end; r += 2) {
-            const int nrows = r + 1 < row_end ? 2 : 1;
-            const uint8_t *rows[4] = {w + r * row_bytes, w + (r + nrows - 1) * row_bytes, NULL, NULL};
-            rows_tokens(rows, x, y, sx, M, KP, r, nrows, n0, n1, 1, NULL);
-        }
-    }
+static inline __attribute__((always_inline))
+void rows(const uint8_t *w, size_t row_bytes, const int8_t *x, int KP, int R, size_t pf,
+          int32_t out[I2S_TILE_R]) {
+    i2s_rows_vnni256(dp_evex, w, row_bytes, x, KP, R, pf, out);
+}
+
+void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+                   int row_end, void *scratch) {
+    (void)scratch;
+    i2s_gemv_rows(rows, tile, 2, sum_q, w, x, y, KP, row_begin, row_end);
+}
+
+void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+                   int row_begin, int row_end, void *scratch) {
+    (void)scratch;
+    i2s_gemm_or_gemv(rows, tile, 2, 4, 8, 1, sum_q, w, x, y, N, M, KP, row_begin, row_end);
 }

@@ -45,7 +45,8 @@ static int32_t dot_i8(const int8_t *restrict t, const int8_t *restrict x, int n)
 }
 
 void i2s_gemm_generic(const uint8_t *w, const int8_t *x, int32_t *y,
-                      int N, int M, int KP, int row_begin, int row_end) {
+                      int N, int M, int KP, int row_begin, int row_end, void *scratch) {
+    (void)scratch;
     const size_t row_bytes = (size_t)KP / 4;
     int8_t t[I2S_CHUNK];
     for (int r = row_begin; r < row_end; r++) {
@@ -61,7 +62,7 @@ void i2s_gemm_generic(const uint8_t *w, const int8_t *x, int32_t *y,
 }
 
 void i2s_gemv_generic(const uint8_t *w, const int8_t *x, int32_t *y,
-                      int KP, int row_begin, int row_end) {
+                      int KP, int row_begin, int row_end, void *scratch) {
     /* y[r] for one token: the GEMM with N = 1 and M irrelevant (token 0 only) */
-    i2s_gemm_generic(w, x, y, 1, 0, KP, row_begin, row_end);
+    i2s_gemm_generic(w, x, y, 1, 0, KP, row_begin, row_end, scratch);
 }

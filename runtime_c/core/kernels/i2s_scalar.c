@@ -27,7 +27,8 @@ static int32_t i2s_row_dot(const uint8_t *row, const int8_t *x, int KP) {
 }
 
 void i2s_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
-                     int KP, int row_begin, int row_end) {
+                     int KP, int row_begin, int row_end, void *scratch) {
+    (void)scratch;
     const long row_bytes = KP / 4;
     for (int r = row_begin; r < row_end; r++) {
         y[r] = i2s_row_dot(w + (long)r * row_bytes, x, KP);
@@ -35,7 +36,9 @@ void i2s_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
 }
 
 void i2s_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
-                     int N, int M, int KP, int row_begin, int row_end) {
+                     int N, int M, int KP, int row_begin, int row_end, void *scratch) {
+    (void)scratch;
+    (void)scratch;
     const long row_bytes = KP / 4;
     for (int r = row_begin; r < row_end; r++) {
         const uint8_t *row = w + (long)r * row_bytes;

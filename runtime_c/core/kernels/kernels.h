@@ -21,39 +21,43 @@
 
 #include <stdint.h>
 
-/* ---- i2s, scalar reference (any target) ---- */
-void i2s_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
-                     int KP, int row_begin, int row_end);
-/* x is [N][KP] (one activation row per token), y is [N][M]. */
-void i2s_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y,
-                     int N, int M, int KP, int row_begin, int row_end);
-
-/* ---- i2s SIMD variants (same contract as the scalar reference) ---- */
-/* generic: plain C shaped for auto-vectorisation (i2s_generic.c), any target */
-void i2s_gemv_generic(const uint8_t *w, const int8_t *x, int32_t *y,
-                      int KP, int row_begin, int row_end);
-void i2s_gemm_generic(const uint8_t *w, const int8_t *x, int32_t *y,
-                      int N, int M, int KP, int row_begin, int row_end);
-void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
-                   int KP, int row_begin, int row_end);
-void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y,
-                   int N, int M, int KP, int row_begin, int row_end);
-void i2s_gemv_avx512vl(const uint8_t *w, const int8_t *x, int32_t *y,
-                       int KP, int row_begin, int row_end);
-void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y,
-                         int N, int M, int KP, int row_begin, int row_end);
-void i2s_gemv_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
-                      int KP, int row_begin, int row_end);
-void i2s_gemm_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y,
-                      int N, int M, int KP, int row_begin, int row_end);
-void i2s_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y,
-                   int KP, int row_begin, int row_end);
-void i2s_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
-                   int N, int M, int KP, int row_begin, int row_end);
-void i2s_gemv_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y,
-                           int KP, int row_begin, int row_end);
-void i2s_gemm_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y,
-                           int N, int M, int KP, int row_begin, int row_end);
+/* ---- i2s: one gemv/gemm pair per ISA, the uniform signatures below (x is [N][KP], one
+ * activation row per token; y is [N][M]; scratch is unused). ---- */
+/* the plain-C reference (i2s_scalar.c), any target */
+void i2s_gemv_scalar(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_scalar(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
+/* plain C shaped for auto-vectorisation (i2s_generic.c), any target */
+void i2s_gemv_generic(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_generic(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
+/* x86-64 AVX2 (i2s_avx2.c) */
+void i2s_gemv_avx2(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_avx2(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
+/* x86-64 AVX-VNNI (i2s_avxvnni.c) */
+void i2s_gemv_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
+/* x86-64 AVX-512 VNNI (i2s_avx512.c) */
+void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
+/* AArch64 NEON (i2s_neon.c) */
+void i2s_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
+/* AArch64 NEON with SDOT (i2s_neon_dotprod.c) */
+void i2s_gemv_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
+    int row_end, void *scratch);
+void i2s_gemm_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
+    int row_begin, int row_end, void *scratch);
 
 /* ---- tl2 / tl1: lookup-table kernels (layouts at the top of tl2_avx2.c / tl1_neon.c,
  * packers compiler/pack_tl.py). They read the same activations as i2s (int8 [N][KP], KP a
