@@ -23,6 +23,7 @@ _PORTABLE = (
     KernelSource("tl_scalar.c", (), "scalar"),
     KernelSource("attn.c", (), "scalar"),
     KernelSource("attn_scalar.c", (), "scalar"),
+    KernelSource("head_portable.c", (), "scalar"),
     KernelSource("dispatch.c", (), ""),
 )
 
@@ -34,6 +35,10 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
         KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
         KernelSource("attn_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
+        KernelSource("head_avx2.c", ("-mavx2", "-mf16c", "-mfma"), "avx2"),
+        KernelSource("head_avxvnni.c", ("-mavx2", "-mf16c", "-mfma", "-mavxvnni"), "avxvnni"),
+        KernelSource("head_avx512.c", ("-mavx2", "-mf16c", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl",
+                                       "-mavx512vnni"), "avx512vnni"),
     ),
     "aarch64": _PORTABLE + (
         KernelSource("i2s_neon.c", (), "neon"),
@@ -66,14 +71,17 @@ KERNELS_DIR_NAME = "runtime_c/" + KERNELS_DIR
 
 def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo_root: str,
                          cflags: tuple[str, ...] = ("-O2",), cpu_dispatch: bool = True,
-                         workdir: str | None = None) -> str:
+                         workdir: str | None = None, main_cflags: tuple[str, ...] = ()) -> str:
     """Compile `main_sources` plus the target's kernel sources (each file with its own ISA
     flags) with zig cc and link them into `out`. Used by the kernel tests and benchmarks;
-    zig runs as for a model build (toolchain.run_zig: the same cache and environment)."""
+    zig runs as for a model build (toolchain.run_zig: the same cache and environment), and
+    the kernel objects go through the object cache (toolchain.run_zig_cached), so programs
+    with the same kernels and cflags compile them once. main_cflags: flags for the main
+    sources only (include directories of a generated tree, say)."""
     import os
     import tempfile
 
-    from .toolchain import run_zig
+    from .toolchain import run_zig, run_zig_cached
 
     kdir = os.path.join(repo_root, KERNELS_DIR_NAME)
     wd = workdir or tempfile.mkdtemp(prefix="kobj-")
@@ -81,10 +89,10 @@ def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo
     objs = []
     for i, ks in enumerate(kernel_sources(arch_of(triple), cpu_dispatch)):
         obj = os.path.join(wd, f"{i}-{ks.source}-{ks.isa or 'dispatch'}.o")
-        run_zig(cc + list(cflags) + list(ks.flags) + ["-I", kdir, "-c", os.path.join(kdir, ks.source), "-o", obj],
-                wd, f"compiling {ks.source}", local_cache=os.path.join(wd, ".zig-cache"))
+        run_zig_cached(cc + list(cflags) + list(ks.flags) + ["-I", kdir, "-c", os.path.join(kdir, ks.source), "-o", obj],
+                       wd, f"compiling {ks.source}", local_cache=os.path.join(wd, ".zig-cache"))
         objs.append(obj)
-    run_zig(cc + list(cflags) + ["-I", kdir] + list(main_sources) + objs + ["-o", out], wd,
+    run_zig(cc + list(cflags) + list(main_cflags) + ["-I", kdir] + list(main_sources) + objs + ["-o", out], wd,
             f"linking {os.path.basename(out)}", local_cache=os.path.join(wd, ".zig-cache"))
     return out
 

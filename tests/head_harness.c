@@ -1,28 +1,27 @@
-/* head_harness.c: runtime_c/core/head.c alone, on the weights of a generated tree, with the CPU
- * features it dispatches on set from the command line (tests/test_head.py).
+/* head_harness.c: runtime_c/core/head.c and the head row kernels alone, on the weights of a
+ * generated tree (tests/test_head.py).
  *
- *   head_harness WEIGHTS.BIN FEATURES < x.f32 > logits.f32
+ *   BN_HEAD_VARIANT=NAME head_harness WEIGHTS.BIN < x.f32 > logits.f32
  *
- * FEATURES is a KCPU_* mask (0: the portable rows). stdin holds T vectors of E float32 (the
- * head's input); stdout gets T rows of V float32 logits, from head_prepare + head_rows over
- * the whole vocabulary split in three uneven ranges (as threads would split it).
- * Compiled with the generated tree's -Isrc -Igen and linked with src/head.c and
- * gen/weights_index.c; this file provides bn_blob and kernel_cpu_features.
+ * NAME: a head variant of kernels/dispatch.c this CPU has. stdin holds T vectors of E float32
+ * (the head's input); stdout gets T rows of V float32 logits, from head_prepare + head_rows
+ * over the whole vocabulary split in three uneven ranges (as threads would split it); stderr
+ * gets "head NAME" of the variant that ran. Compiled with the generated tree's -Isrc -Igen,
+ * linked with its src/core/head.c, gen/weights_index.c and the target's kernel objects
+ * (bitnet_aot.kernels.build_kernel_program); this file provides bn_blob.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/model_internal.h"
+#include "core/kernels/head.h"
 
-static unsigned features;
 static uint8_t *blob;
 
-unsigned kernel_cpu_features(void) { return features; }
 const uint8_t *bn_blob(void) { return blob; }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: %s WEIGHTS.BIN FEATURES\n", argv[0]); return 2; }
-    features = (unsigned)strtoul(argv[2], NULL, 0);
+    if (argc != 2) { fprintf(stderr, "usage: BN_HEAD_VARIANT=NAME %s WEIGHTS.BIN\n", argv[0]); return 2; }
     FILE *f = fopen(argv[1], "rb");
     if (!f) { perror(argv[1]); return 1; }
     fseek(f, 0, SEEK_END);
@@ -32,6 +31,7 @@ int main(int argc, char **argv) {
     if (!blob || fread(blob, 1, (size_t)size, f) != (size_t)size) { fprintf(stderr, "cannot read weights\n"); return 1; }
     fclose(f);
     head_init();
+    fprintf(stderr, "head %s\n", head_pick()->name);
     static float x[BN_N_EMBD], logits[BN_N_VOCAB];
     static head_input in;
     const int cut[4] = {0, BN_N_VOCAB / 5, BN_N_VOCAB / 2 + 1, BN_N_VOCAB};

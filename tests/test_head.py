@@ -1,6 +1,7 @@
-"""The output head alone (runtime_c/core/head.c through tests/head_harness.c): the integer heads
-(q8, q6, q4) give bit-identical logits on every code path this CPU can run (portable,
-AVX2, AVX-VNNI, AVX512-VNNI) and equal compiler/reference.py's quantized_head, for head
+"""The output head alone (runtime_c/core/head.c and the head row kernels of
+runtime_c/core/kernels/head_*.c, through tests/head_harness.c): the integer heads (q8, q6,
+q4) give bit-identical logits on every head variant of the dispatch table this CPU can run
+(portable, avx2, avxvnni, avx512vnni, avx512_avxvnni) and equal compiler/reference.py's quantized_head, for head
 inputs with outliers, all-zero blocks and widths with padded blocks and a tail after the
 SIMD groups of eight blocks."""
 from __future__ import annotations
@@ -18,38 +19,47 @@ from bitnet_aot.factory import make_test_model
 from bitnet_aot.gguf_import import load_gguf
 from bitnet_aot.pack import pack_matrix
 from bitnet_aot.reference import quantized_head
-from bitnet_aot.kernels import cpu_feature_bits
-from bitnet_aot.toolchain import run_zig
+from bitnet_aot.kernels import build_kernel_program
 from conftest import host_cpu_flags  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BITS = cpu_feature_bits()                                # runtime_c/core/kernels/kernels.h
-KCPU_AVX2, KCPU_AVXVNNI, KCPU_AVX512VNNI = _BITS["KCPU_AVX2"], _BITS["KCPU_AVXVNNI"], _BITS["KCPU_AVX512VNNI"]
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"),
                                 reason="the harness runs the x86-64 Linux paths")
 
 
-def _paths() -> dict:
+def _paths() -> list:
+    """The head variants (kernels/dispatch.c head_ops_table) this CPU can run."""
     flags = host_cpu_flags()
-    paths = {"portable": 0}
-    if "avx2" in flags and "f16c" in flags and "fma" in flags:
-        paths["avx2"] = KCPU_AVX2
+    paths = ["portable"]
+    if {"avx2", "f16c", "fma"} <= flags:
+        paths.append("avx2")
+        avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags
         if "avx_vnni" in flags:
-            paths["avxvnni"] = KCPU_AVX2 | KCPU_AVXVNNI
-        if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
-            paths["avx512vnni"] = KCPU_AVX2 | KCPU_AVX512VNNI
+            paths.append("avxvnni")
+        if avx512:
+            paths.append("avx512vnni")
+        if avx512 and "avx_vnni" in flags:
+            paths.append("avx512_avxvnni")
     return paths
+
+
+def _run(exe: str, weights: str, variant: str, x: np.ndarray) -> np.ndarray:
+    r = subprocess.run([exe, weights], input=x.tobytes(), capture_output=True,
+                       env={**os.environ, "BN_HEAD_VARIANT": variant})
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stderr.decode().strip() == f"head {variant}", r.stderr.decode()   # the variant asked for ran
+    return np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
 
 
 def _harness(tmp_path, gguf: str, head: str) -> tuple:
     d = tmp_path / f"tree-{head}"
     build(gguf, "x86_64-linux", emit_c=str(d), head=head, log=lambda s: None)
     exe = str(d / "head_harness")
-    # a local zig cache: its entries are keyed by relative include paths (gen/model_config.h)
-    run_zig(["cc", "-target", "x86_64-linux-musl", "-O2"] + BASE_CFLAGS +
-            [os.path.join(ROOT, "tests", "head_harness.c"), "src/core/head.c", "gen/weights_index.c", "-o", exe],
-            str(d), "compiling the head harness", local_cache=str(d / ".zig-cache"))
+    build_kernel_program("x86_64-linux-musl", [os.path.join(ROOT, "tests", "head_harness.c"), str(d / "src" / "core" / "head.c"),
+                                               str(d / "gen" / "weights_index.c")], exe, repo_root=ROOT,
+                         cflags=tuple(["-O2"] + BASE_CFLAGS), main_cflags=("-I", str(d / "src"), "-I", str(d / "gen")),
+                         workdir=str(d))
     return exe, str(d / "weights.bin")
 
 
@@ -72,11 +82,7 @@ def test_every_code_path_gives_the_same_logits(tmp_path, width, head):
     exe, weights = _harness(tmp_path, gguf, head)
     x = _inputs(width)
     want = quantized_head(x, pack_matrix(load_gguf(gguf).head, head))
-    outs = {}
-    for name, mask in _paths().items():
-        r = subprocess.run([exe, weights, str(mask)], input=x.tobytes(), capture_output=True)
-        assert r.returncode == 0, r.stderr.decode()
-        outs[name] = np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
+    outs = {name: _run(exe, weights, name, x) for name in _paths()}
     for name, got in outs.items():
         assert np.array_equal(got, want), (name, float(np.max(np.abs(got - want))))
 
@@ -92,11 +98,7 @@ def test_f16_head_avx512_rows_equal_avx2_rows(tmp_path, width):
                            n_head_kv=1, n_ff=256, n_layer=1, n_vocab=700, tokenizer=None)
     exe, weights = _harness(tmp_path, gguf, "f16")
     x = _inputs(width)
-    outs = {}
-    for name in ("avx2", "avx512vnni"):
-        r = subprocess.run([exe, weights, str(paths[name])], input=x.tobytes(), capture_output=True)
-        assert r.returncode == 0, r.stderr.decode()
-        outs[name] = np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
+    outs = {name: _run(exe, weights, name, x) for name in ("avx2", "avx512vnni")}
     assert np.array_equal(outs["avx2"], outs["avx512vnni"])
     head = pack_matrix(load_gguf(gguf).head, "f16").values.astype(np.float64)
     want = x.astype(np.float64) @ head.T

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "attn.h"
+#include "head.h"
 #include "kernels.h"
 
 #if !defined(KERNELS_SCALAR_ONLY) && (defined(__x86_64__) || defined(_M_X64))
@@ -157,4 +158,36 @@ const attn_ops *attn_by_name(const char *name) {
     for (int i = 0; i < attn_ops_table_len; i++)
         if (strcmp(attn_ops_table[i].name, name) == 0) return &attn_ops_table[i];
     return NULL;
+}
+
+/* ---- output head rows (head.h): fastest first, portable last ---------------------- */
+#define HEAD_X86 (KCPU_AVX2 | KCPU_F16C)   /* AVX2 CPUs all have FMA too */
+const head_ops head_ops_table[] = {
+#if KERNELS_X86
+    {"avx512_avxvnni", HEAD_X86 | KCPU_AVX512VNNI | KCPU_AVXVNNI, head_f32_avx2, head_f16_avx512,
+     head_q8_avxvnni, head_q6_avxvnni, head_q4_avxvnni},
+    {"avx512vnni", HEAD_X86 | KCPU_AVX512VNNI, head_f32_avx2, head_f16_avx512,
+     head_q8_avx512, head_q6_avx512, head_q4_avx512},
+    {"avxvnni", HEAD_X86 | KCPU_AVXVNNI, head_f32_avx2, head_f16_avx2,
+     head_q8_avxvnni, head_q6_avxvnni, head_q4_avxvnni},
+    {"avx2", HEAD_X86, head_f32_avx2, head_f16_avx2, head_q8_avx2, head_q6_avx2, head_q4_avx2},
+#endif
+    {"portable", 0, head_f32_portable, head_f16_portable, head_q8_portable, head_q6_portable, head_q4_portable},
+};
+const int head_ops_table_len = (int)(sizeof head_ops_table / sizeof head_ops_table[0]);
+
+const head_ops *head_pick_for(unsigned have) {
+    for (int i = 0; i < head_ops_table_len; i++)
+        if ((head_ops_table[i].needs & ~have) == 0) return &head_ops_table[i];
+    return &head_ops_table[head_ops_table_len - 1];
+}
+
+const head_ops *head_pick(void) {
+    const unsigned have = kernel_cpu_features();
+    const char *force = getenv("BN_HEAD_VARIANT");   /* tests: run a named variant this CPU has */
+    if (force)
+        for (int i = 0; i < head_ops_table_len; i++)
+            if (strcmp(head_ops_table[i].name, force) == 0 && (head_ops_table[i].needs & ~have) == 0)
+                return &head_ops_table[i];
+    return head_pick_for(have);
 }
