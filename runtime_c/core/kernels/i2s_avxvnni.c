@@ -33,13 +33,13 @@ void rows(const uint8_t *w, size_t row_bytes, const int8_t *x, int KP, int R, si
 }
 
 void i2s_gemv_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
-                   int row_end, void *scratch) {
+                      int row_end, void *scratch) {
     (void)scratch;
     i2s_gemv_rows(rows, tile, 2, sum_q, w, x, y, KP, row_begin, row_end);
 }
 
 void i2s_gemm_avxvnni(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
-                   int row_begin, int row_end, void *scratch) {
+                      int row_begin, int row_end, void *scratch) {
     (void)scratch;
     i2s_gemm_or_gemv(rows, tile, 2, 2, 4, 1, sum_q, w, x, y, N, M, KP, row_begin, row_end);
 }

@@ -54,13 +54,13 @@ void rows(const uint8_t *w, size_t row_bytes, const int8_t *x, int KP, const int
 }
 
 void i2s_gemv_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
-                   int row_end, void *scratch) {
+                           int row_end, void *scratch) {
     (void)scratch;
     i2s_gemv_rows(rows, tile, 4, sum_q, w, x, y, KP, row_begin, row_end);
 }
 
 void i2s_gemm_neon_dotprod(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
-                   int row_begin, int row_end, void *scratch) {
+                           int row_begin, int row_end, void *scratch) {
     (void)scratch;
     i2s_gemm_or_gemv(rows, tile, 4, 4, 4, 0, sum_q, w, x, y, N, M, KP, row_begin, row_end);
 }
