@@ -9,6 +9,7 @@
 #include "weights.h"
 #include "kernels/kernels.h"
 #include "kernels/attn.h"
+#include "kernels/head.h"
 
 #define KP_MAX_EF (BN_KP_FF > BN_KP_EMBD ? BN_KP_FF : BN_KP_EMBD)
 #define KP_MAX (BN_KP_Q > KP_MAX_EF ? BN_KP_Q : KP_MAX_EF)
@@ -18,8 +19,8 @@
 
 /* The input of the integer heads (q8, q6, q4; head.c): the head's input vector quantized
  * once per token, before the threads split the rows, in 32-element blocks (Q8_0 style). */
-#define HEAD_XP ((BN_N_EMBD + 63) / 64 * 64)   /* E padded to whole pairs of blocks */
-#define HEAD_NB (HEAD_XP / 32)                 /* blocks */
+#define HEAD_XP HEAD_XP_OF(BN_N_EMBD)   /* E padded to whole pairs of blocks (kernels/head.h) */
+#define HEAD_NB HEAD_NB_OF(BN_N_EMBD)   /* blocks */
 typedef struct {
     const float *x;          /* (E) the normed final hidden state (the float heads use it) */
     int8_t q[HEAD_XP];       /* (HEAD_XP) round(x / d) per block, half to even; zero padding */

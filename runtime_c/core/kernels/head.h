@@ -27,9 +27,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Row sizes of a [V, E] matrix (E = n_embd). */
-static inline int head_xp(int E) { return (E + 63) / 64 * 64; }     /* E padded to pairs of blocks */
-static inline int head_nb(int E) { return head_xp(E) / 32; }        /* 32-element blocks */
+/* Row sizes of a [V, E] matrix (E = n_embd). The macros are for array bounds (model_internal.h
+ * sizes the quantized input with them); the functions are the same numbers. */
+#define HEAD_XP_OF(E) (((E) + 63) / 64 * 64)   /* E padded to whole pairs of blocks */
+#define HEAD_NB_OF(E) (HEAD_XP_OF(E) / 32)     /* 32-element blocks */
+static inline int head_xp(int E) { return HEAD_XP_OF(E); }
+static inline int head_nb(int E) { return HEAD_NB_OF(E); }
 static inline int head_q8_row(int E) { return (E + 31) / 32 * 32; } /* q8 bytes per row */
 static inline int head_q6_row(int E) { return head_xp(E) / 64 * 48; }
 static inline int head_q4_row(int E) { return head_xp(E) / 64 * 32; }
