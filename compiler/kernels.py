@@ -71,13 +71,15 @@ KERNELS_DIR_NAME = "runtime_c/" + KERNELS_DIR
 
 def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo_root: str,
                          cflags: tuple[str, ...] = ("-O2",), cpu_dispatch: bool = True,
-                         workdir: str | None = None, main_cflags: tuple[str, ...] = ()) -> str:
+                         workdir: str | None = None, main_cflags: tuple[str, ...] = (),
+                         sources: list[KernelSource] | None = None) -> str:
     """Compile `main_sources` plus the target's kernel sources (each file with its own ISA
     flags) with zig cc and link them into `out`. Used by the kernel tests and benchmarks;
     zig runs as for a model build (toolchain.run_zig: the same cache and environment), and
     the kernel objects go through the object cache (toolchain.run_zig_cached), so programs
     with the same kernels and cflags compile them once. main_cflags: flags for the main
-    sources only (include directories of a generated tree, say)."""
+    sources only (include directories of a generated tree, say). sources: the kernel sources
+    to compile instead of the target's (tests/conftest.py's avxvnni_as_evex)."""
     import os
     import tempfile
 
@@ -87,7 +89,7 @@ def build_kernel_program(triple: str, main_sources: list[str], out: str, *, repo
     wd = workdir or tempfile.mkdtemp(prefix="kobj-")
     cc = ["cc", "-target", triple]
     objs = []
-    for i, ks in enumerate(kernel_sources(arch_of(triple), cpu_dispatch)):
+    for i, ks in enumerate(sources if sources is not None else kernel_sources(arch_of(triple), cpu_dispatch)):
         obj = os.path.join(wd, f"{i}-{ks.source}-{ks.isa or 'dispatch'}.o")
         run_zig_cached(cc + list(cflags) + list(ks.flags) + ["-I", kdir, "-c", os.path.join(kdir, ks.source), "-o", obj],
                        wd, f"compiling {ks.source}", local_cache=os.path.join(wd, ".zig-cache"))

@@ -110,6 +110,22 @@ def host_cpu_flags() -> set:
         return set()
 
 
+AVX512_VNNI_256 = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+
+
+def avxvnni_as_evex() -> list:
+    """The x86-64 kernel sources with the AVX-VNNI files (i2s_avxvnni.c, head_avxvnni.c)
+    compiled for AVX-512 VNNI + VL, their one VEX intrinsic, _mm256_dpbusd_avx_epi32, made its
+    EVEX twin _mm256_dpbusd_epi32 by tests/avxvnni_as_evex.h (the same vpdpbusd on YMM
+    registers, another encoding). A CPU with AVX-512 VNNI but no AVX-VNNI (Zen 4, Ice Lake) then runs every other
+    line of those files; the tests use it where the real variant cannot run."""
+    from bitnet_aot.kernels import KernelSource, kernel_sources
+    evex = ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni",
+            "-include", os.path.join(os.path.dirname(os.path.abspath(__file__)), "avxvnni_as_evex.h"))
+    return [KernelSource(ks.source, tuple(f for f in ks.flags if f != "-mavxvnni") + evex, ks.isa)
+            if ks.isa == "avxvnni" else ks for ks in kernel_sources("x86_64")]
+
+
 def sanitized_binary(build_dir, commands, werror=lambda src: True) -> str:
     """Compile a generated tree (build(..., emit_c=build_dir).commands) natively with gcc
     -fsanitize=address,undefined and link it to build_dir/san; -Werror only for the sources

@@ -20,7 +20,7 @@ from bitnet_aot.gguf_import import load_gguf
 from bitnet_aot.pack import pack_matrix
 from bitnet_aot.reference import quantized_head
 from bitnet_aot.kernels import build_kernel_program
-from conftest import host_cpu_flags  # noqa: E402
+from conftest import AVX512_VNNI_256, avxvnni_as_evex, host_cpu_flags  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,22 +44,29 @@ def _paths() -> list:
     return paths
 
 
-def _run(exe: str, weights: str, variant: str, x: np.ndarray) -> np.ndarray:
+def _evex_paths() -> list:
+    """The AVX-VNNI rows that run only as their EVEX twin here (conftest.avxvnni_as_evex)."""
+    flags = host_cpu_flags()
+    return ["avxvnni", "avx512_avxvnni"] if "avx_vnni" not in flags and AVX512_VNNI_256 <= flags else []
+
+
+def _run(exe: str, weights: str, variant: str, x: np.ndarray, unchecked: bool = False) -> np.ndarray:
     r = subprocess.run([exe, weights], input=x.tobytes(), capture_output=True,
-                       env={**os.environ, "BN_HEAD_VARIANT": variant})
+                       env={**os.environ, "BN_HEAD_UNCHECKED" if unchecked else "BN_HEAD_VARIANT": variant})
     assert r.returncode == 0, r.stderr.decode()
     assert r.stderr.decode().strip() == f"head {variant}", r.stderr.decode()   # the variant asked for ran
     return np.frombuffer(r.stdout, np.float32).reshape(x.shape[0], -1)
 
 
-def _harness(tmp_path, gguf: str, head: str) -> tuple:
+def _harness(tmp_path, gguf: str, head: str, sources=None) -> tuple:
     d = tmp_path / f"tree-{head}"
-    build(gguf, "x86_64-linux", emit_c=str(d), head=head, log=lambda s: None)
-    exe = str(d / "head_harness")
+    if not d.exists():
+        build(gguf, "x86_64-linux", emit_c=str(d), head=head, log=lambda s: None)
+    exe = str(d / ("head_harness_evex" if sources else "head_harness"))
     build_kernel_program("x86_64-linux-musl", [os.path.join(ROOT, "tests", "head_harness.c"), str(d / "src" / "core" / "head.c"),
                                                str(d / "gen" / "weights_index.c")], exe, repo_root=ROOT,
                          cflags=tuple(["-O2"] + BASE_CFLAGS), main_cflags=("-I", str(d / "src"), "-I", str(d / "gen")),
-                         workdir=str(d))
+                         workdir=str(d), sources=sources)
     return exe, str(d / "weights.bin")
 
 
@@ -83,6 +90,9 @@ def test_every_code_path_gives_the_same_logits(tmp_path, width, head):
     x = _inputs(width)
     want = quantized_head(x, pack_matrix(load_gguf(gguf).head, head))
     outs = {name: _run(exe, weights, name, x) for name in _paths()}
+    if _evex_paths():
+        evex, _ = _harness(tmp_path, gguf, head, avxvnni_as_evex())
+        outs.update({name + " (EVEX)": _run(evex, weights, name, x, unchecked=True) for name in _evex_paths()})
     for name, got in outs.items():
         assert np.array_equal(got, want), (name, float(np.max(np.abs(got - want))))
 
