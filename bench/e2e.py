@@ -163,7 +163,8 @@ def ours_depth(exe: str, d: int, threads: int, n_gen: int) -> dict:
     if r.returncode != 0:
         raise RuntimeError(f"{exe} failed: {r.stderr[-300:]}")
     m = re.search(r"prompt (\d+) tokens in ([\d.]+) s .*generation (\d+) tokens in ([\d.]+) s", r.stderr)
-    return {"prefill_tok_s": int(m.group(1)) / float(m.group(2)), "decode_tok_s": int(m.group(3)) / float(m.group(4)),
+    gen_s = float(m.group(4))   # 0.000 s when n_gen is 1: the first token comes with the prompt
+    return {"prefill_tok_s": int(m.group(1)) / float(m.group(2)), "decode_tok_s": int(m.group(3)) / gen_s if gen_s else None,
             "maxrss_kb": int(re.search(r"MAXRSS (\d+)", r.stderr).group(1))}
 
 
