@@ -194,6 +194,20 @@ def run_depth(a, threads: list[int]) -> None:
     kv_per_pos = 2 * hp["n_layer"] * hp["n_head_kv"] * (hp["n_embd"] // hp["n_head"]) * kv_elem
     measure_bw, cleanup_bw = membw_meter()
     rows = []
+    date = datetime.date.today().isoformat()
+    path = os.path.join(ROOT, "bench", "results", f"{date}-{socket.gethostname()}-e2e-depth.json")
+
+    def save() -> str:
+        """Write the rows so far (after every row: a run stopped part-way keeps what it measured)."""
+        out = {"date": date, "host": socket.gethostname(), "cpu": kb._cpu_name(),
+               "shape": a.shape, "kv": a.kv, "reps": a.reps, "depths": depths, "threads": threads,
+               "gguf": os.path.basename(gguf), "peer": "llama.cpp b11312 llama-bench (defaults, F16 KV)" if bindir else None,
+               "blob_bytes": res.blob_bytes, "kv_bytes_per_position": kv_per_pos, "rows": rows,
+               "complete": len(rows) == len(threads) * len(depths), "load": os.getloadavg()}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1, default=str)
+        return path
     for th in threads:
         for d in depths:
             runs = {"ours": [], "llama": [], "bw": []}
@@ -221,6 +235,7 @@ def run_depth(a, threads: list[int]) -> None:
             rows.append(row)
             log(f"{th} thread(s), depth {d}: ours decode {row['ours_decode']:.2f} prefill {row['ours_prefill']:.1f}"
                 + (f"; llama.cpp decode {row['llama_decode']:.2f} prefill {row['llama_prefill']:.1f}" if bindir else ""))
+            save()
     cleanup_bw()
     print(f"\n{'thr':>3} {'depth':>5} {'decode':>8} {'llama':>8} {'ratio':>6} {'roofline':>8} "
           f"{'prefill':>8} {'llama':>8} {'ratio':>6} {'RSS MiB':>8} {'W+KV MiB':>8}")
@@ -230,15 +245,7 @@ def run_depth(a, threads: list[int]) -> None:
         print(f"{r['threads']:>3} {r['depth']:>5} {r['ours_decode']:>8.2f} {r['llama_decode'] or 0:>8.2f} {rd:>5.2f}x "
               f"{r['roofline'] * 100:>7.0f}% {r['ours_prefill']:>8.1f} {r['llama_prefill'] or 0:>8.1f} {rp:>5.2f}x "
               f"{r['ours_maxrss_mib']:>8.0f} {r['weights_plus_kv_mib']:>8.0f}")
-    out = {"date": datetime.date.today().isoformat(), "host": socket.gethostname(), "cpu": kb._cpu_name(),
-           "shape": a.shape, "kv": a.kv, "reps": a.reps, "depths": depths, "gguf": os.path.basename(gguf),
-           "peer": "llama.cpp b11312 llama-bench (defaults, F16 KV)" if bindir else None,
-           "blob_bytes": res.blob_bytes, "kv_bytes_per_position": kv_per_pos, "rows": rows, "load": os.getloadavg()}
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    path = os.path.join(ROOT, "bench", "results", f"{out['date']}-{out['host']}-e2e-depth.json")
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1, default=str)
-    print(f"wrote {path}")
+    print(f"wrote {save()}")
 
 
 def membw_meter():
