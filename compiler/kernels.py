@@ -45,6 +45,13 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
         KernelSource("i2s_neon_dotprod.c", ("-mcpu=generic+dotprod",), "neon_dotprod"),
         KernelSource("tl1_neon.c", (), "neon"),
         KernelSource("attn_neon.c", (), "neon"),
+        KernelSource("head_neon.c", (), "neon"),
+        KernelSource("head_neon_dotprod.c", ("-mcpu=generic+dotprod",), "neon_dotprod"),
+    ),
+    # 32-bit ARM (armv7-linux): the target's code is ARMv6 + VFP (every Pi); only the NEON
+    # file is ARMv7 + NEON, and dispatch.c calls it only on a CPU that reports NEON.
+    "arm": _PORTABLE + (
+        KernelSource("i2s_neon.c", ("-mcpu=generic+v7a+neon",), "neon"),
     ),
 }
 

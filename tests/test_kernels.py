@@ -41,7 +41,7 @@ TARGETS = {
     "aarch64": ("aarch64-linux-musl", (), ["qemu-aarch64", "-cpu", "max"], True),
     "aarch64-a72": ("aarch64-linux-musl", (), ["qemu-aarch64", "-cpu", "cortex-a72"], True),
     "aarch64-a76": ("aarch64-linux-musl", (), ["qemu-aarch64", "-cpu", "cortex-a76"], True),
-    "armv7": ("arm-linux-musleabihf", (), ["qemu-arm"], True),
+    "armv7": ("arm-linux-musleabihf", (), ["qemu-arm", "-cpu", "cortex-a7"], True),
     "riscv64": ("riscv64-linux-musl", (), ["qemu-riscv64"], True),
     "wasm32": ("wasm32-wasi", ("-msimd128",), None, True),
 }
@@ -249,7 +249,7 @@ def test_native_dispatch_picks_best(harness_dir):
 EMULATED_KERNELS = {
     "aarch64": ["i2s_neon_dotprod", "i2s_neon", "tl1_neon", "i2s_generic", "i2s_scalar", "tl1_scalar"],
     "aarch64-a72": ["i2s_neon", "tl1_neon"],
-    "armv7": ["i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
+    "armv7": ["i2s_neon", "i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
     "riscv64": ["i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
     "wasm32": ["i2s_generic", "i2s_scalar", "tl1_scalar", "tl2_scalar"],
 }
@@ -270,6 +270,7 @@ def test_emulated(harness_dir, target, kernel):
     ("x86_64-haswell", {"i2s": "i2s_avx2", "tl2": "tl2_avx2", "tl1": "tl1_scalar"}),
     ("aarch64-a72", {"i2s": "i2s_neon", "tl1": "tl1_neon", "tl2": "tl2_scalar"}),
     ("aarch64-a76", {"i2s": "i2s_neon_dotprod", "tl1": "tl1_neon", "tl2": "tl2_scalar"}),
+    ("armv7", {"i2s": "i2s_neon", "tl1": "tl1_scalar", "tl2": "tl2_scalar"}),
 ])
 def test_cpu_dispatch_under_qemu(harness_dir, target, picks):
     """A CPU without AVX2 / dot product gets a variant it can run, and the picked kernels

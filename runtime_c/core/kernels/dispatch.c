@@ -21,6 +21,9 @@
 #if !defined(KERNELS_SCALAR_ONLY) && (defined(__aarch64__) || defined(_M_ARM64))
 #define KERNELS_ARM64 1
 #endif
+#if !defined(KERNELS_SCALAR_ONLY) && defined(__arm__) && defined(__linux__)
+#define KERNELS_ARM32 1   /* 32-bit ARM Linux: the NEON i2s kernel when the CPU has NEON */
+#endif
 
 /* ---- CPU feature detection ---------------------------------------------------------- */
 #if KERNELS_X86
@@ -62,6 +65,11 @@ static unsigned detect_features(void) {
     if (sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &n, NULL, 0) == 0 && v) return KCPU_DOTPROD;
     return 0;
 }
+#elif KERNELS_ARM32
+#include <sys/auxv.h>
+static unsigned detect_features(void) {
+    return (getauxval(AT_HWCAP) & (1ul << 12)) ? KCPU_NEON : 0;  /* HWCAP_NEON */
+}
 #else   /* unknown OS on aarch64 (e.g. Windows): assume only baseline NEON */
 static unsigned detect_features(void) { return 0; }
 #endif
@@ -90,6 +98,10 @@ const ternary_kernel kernel_table[] = {
     {"i2s_neon_dotprod", "i2s", "neon_dotprod", "ARMv8.2+ with dot product (Cortex-A55/A76+, Pi 5, Apple M)",
      KCPU_DOTPROD, i2s_gemv_neon_dotprod, i2s_gemm_neon_dotprod, NULL},
     {"i2s_neon", "i2s", "neon", "any AArch64 (Cortex-A53/A72, Pi 3/4)", 0,
+     i2s_gemv_neon, i2s_gemm_neon, NULL},
+#endif
+#if KERNELS_ARM32
+    {"i2s_neon", "i2s", "neon", "32-bit ARMv7 with NEON (Pi 2/3/4 on a 32-bit OS)", KCPU_NEON,
      i2s_gemv_neon, i2s_gemm_neon, NULL},
 #endif
     {"i2s_generic", "i2s", "generic", "any CPU (plain C shaped for auto-vectorisation)", 0,
@@ -171,6 +183,11 @@ const head_ops head_ops_table[] = {
     {"avxvnni", HEAD_X86 | KCPU_AVXVNNI, head_f32_avx2, head_f16_avx2,
      head_q8_avxvnni, head_q6_avxvnni, head_q4_avxvnni},
     {"avx2", HEAD_X86, head_f32_avx2, head_f16_avx2, head_q8_avx2, head_q6_avx2, head_q4_avx2},
+#endif
+#if KERNELS_ARM64
+    {"neon_dotprod", KCPU_DOTPROD, head_f32_neon, head_f16_neon,
+     head_q8_neon_dotprod, head_q6_neon_dotprod, head_q4_neon_dotprod},
+    {"neon", 0, head_f32_neon, head_f16_neon, head_q8_neon, head_q6_neon, head_q4_neon},
 #endif
     {"portable", 0, head_f32_portable, head_f16_portable, head_q8_portable, head_q6_portable, head_q4_portable},
 };

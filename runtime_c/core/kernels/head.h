@@ -92,5 +92,16 @@ void head_f16_avx512(const uint16_t *m, const float *x, float *logits, int E, in
 void head_q8_avx512(const int8_t *q, const float *d, const head_xq *in, float *logits, int E, int v0, int v1);
 void head_q6_avx512(const uint8_t *q, const uint16_t *d, const head_xq *in, float *logits, int E, int v0, int v1);
 void head_q4_avx512(const uint8_t *q, const uint16_t *d, const head_xq *in, float *logits, int E, int v0, int v1);
+/* head_neon.c (baseline AArch64 NEON), head_neon_dotprod.c (+dotprod) */
+void head_f32_neon(const float *m, const float *x, float *logits, int E, int v0, int v1);
+void head_f16_neon(const uint16_t *m, const float *x, float *logits, int E, int v0, int v1);
+void head_q8_neon(const int8_t *q, const float *d, const head_xq *in, float *logits, int E, int v0, int v1);
+void head_q6_neon(const uint8_t *q, const uint16_t *d, const head_xq *in, float *logits, int E, int v0, int v1);
+void head_q4_neon(const uint8_t *q, const uint16_t *d, const head_xq *in, float *logits, int E, int v0, int v1);
+void head_q8_neon_dotprod(const int8_t *q, const float *d, const head_xq *in, float *logits, int E, int v0, int v1);
+void head_q6_neon_dotprod(const uint8_t *q, const uint16_t *d, const head_xq *in, float *logits, int E, int v0,
+                          int v1);
+void head_q4_neon_dotprod(const uint8_t *q, const uint16_t *d, const head_xq *in, float *logits, int E, int v0,
+                          int v1);
 
 #endif

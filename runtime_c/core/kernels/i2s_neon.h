@@ -1,5 +1,5 @@
-/* i2s_neon.h: what the AArch64 i2s kernel files share (i2s_neon.c, i2s_neon_dotprod.c): the
- * activation sum and the tile, which takes the ISA's multiply-add as an explicit parameter
+/* i2s_neon.h: what the NEON i2s kernel files share (i2s_neon.c for AArch64 and 32-bit ARMv7,
+ * i2s_neon_dotprod.c for AArch64): the activation sum and the tile, which takes the ISA's multiply-add as an explicit parameter
  * and is always inlined, so each file compiles it with its own instructions.
  *
  * Layout: the i2s layout of kernels.h (128-weight blocks of 32 bytes; bits 7-6, 5-4, 3-2,
@@ -19,10 +19,20 @@
 
 #include "i2s_driver.h"
 
+/* The total of the four lanes: one ADDV on AArch64; 32-bit NEON has no across-vector add. */
+static inline int32_t i2s_addv_s32(int32x4_t v) {
+#if defined(__aarch64__)
+    return vaddvq_s32(v);
+#else
+    const int32x2_t s = vadd_s32(vget_low_s32(v), vget_high_s32(v));
+    return vget_lane_s32(vpadd_s32(s, s), 0);
+#endif
+}
+
 static inline int32_t sum_q(const int8_t *x, int KP) {
     int32x4_t acc = vdupq_n_s32(0);
     for (int k = 0; k < KP; k += 16) acc = vpadalq_s16(acc, vpaddlq_s8(vld1q_s8(x + k)));
-    return vaddvq_s32(acc);
+    return i2s_addv_s32(acc);
 }
 
 /* Code vector j (weights 32j..32j+31 of the block, bits 6-2j) of one 16-byte half w. */
@@ -93,7 +103,7 @@ void i2s_tile_neon(i2s_mac_neon_fn *mac, i2s_widen_neon_fn *widen, const int gro
             for (int t = 0; t < T; t++) acc32[i][t] = widen(acc32[i][t], acc[i][t]);
     }
     for (int i = 0; i < R; i++)
-        for (int t = 0; t < T; t++) out[i][t] = vaddvq_s32(acc32[i][t]);
+        for (int t = 0; t < T; t++) out[i][t] = i2s_addv_s32(acc32[i][t]);
 }
 
 #endif

@@ -48,7 +48,7 @@ void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y, int KP, 
     int row_end, void *scratch);
 void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
     int row_begin, int row_end, void *scratch);
-/* AArch64 NEON (i2s_neon.c) */
+/* NEON: AArch64, and 32-bit ARMv7 with NEON (i2s_neon.c) */
 void i2s_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y, int KP, int row_begin,
     int row_end, void *scratch);
 void i2s_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y, int N, int M, int KP,
@@ -100,6 +100,7 @@ enum {
     KCPU_AVXVNNI = 1u << 2,  /* x86-64: AVX-VNNI (VEX vpdpbusd; cpuid 7.1 eax bit 4) */
     KCPU_AVX512VNNI = 1u << 3,  /* x86-64: AVX512F+BW+VNNI and the OS saves ZMM state */
     KCPU_F16C    = 1u << 4,  /* x86-64: F16C half-precision conversions (cpuid 1 ecx bit 29) */
+    KCPU_NEON    = 1u << 5,  /* 32-bit ARM: NEON (HWCAP_NEON); baseline on AArch64, so unused there */
 };
 unsigned kernel_cpu_features(void);  /* KCPU_* bits of this CPU (computed once, cached) */
 
