@@ -298,8 +298,9 @@ class BitNetModel:
     """A compiled model with the generation API of BitNet's documentation.
 
     library: a compiled shared library (usually from from_pretrained); n_threads: 1..256
-    (default: the online cores); n_ctx: the context in tokens (default: the model's,
-    capped at 4096; 0 = the model's trained context)."""
+    (default: the online cores, at most one per 32 MiB of weights: bn_default_threads);
+    n_ctx: the context in tokens (default: the model's, capped at 4096; 0 = the model's
+    trained context)."""
 
     def __init__(self, library: str, n_threads: Optional[int] = None, n_ctx: Optional[int] = None):
         self.library = os.path.abspath(library)
@@ -313,7 +314,7 @@ class BitNetModel:
         if n_ctx is not None and n_ctx > n_train:
             raise ValueError(f"n_ctx must be between 0 and {n_train}, got {n_ctx}")
         self.n_ctx = n_train if n_ctx == 0 else (n_ctx or min(n_train, 4096))
-        self.n_threads = n_threads or min(os.cpu_count() or 1, 256)
+        self.n_threads = n_threads or self.lib.bn_default_threads()
         self._contexts: dict = {}          # idle contexts of generate_batch by thread count
         self._lock = threading.Lock()
         self._ctx = self._new_context(self.n_threads)

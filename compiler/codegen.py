@@ -169,6 +169,7 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         ("BN_EOS_ID", tok.eos_id if tok else -1, "end-of-text token, -1 if none"),
         ("BN_EOT_ID", tok.eot_id if tok else -1, "end-of-turn token, -1 if none"),
         ("BN_WEIGHTS_BYTES", f"{blob_bytes}ULL", "size of the weights blob"),
+        ("BN_THREADS_USEFUL", threads_useful(blob_bytes), "default thread cap: one per 32 MiB of weights"),
         ("BN_WEIGHTS_EXTERNAL", int(opts.weights == "external"), "weights in a file beside the binary"),
         ("BN_BLOB_POINTER_TABLE", int(target.pointer_table and opts.weights == "embedded"),
          "reach the blob through a 64-bit pointer (large blobs on x86-64)"),
@@ -179,6 +180,15 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         lines.append(f"#define {name:<22} {val:<12} /* {doc} */")
     lines += ["", "#endif", ""]
     return "\n".join(lines)
+
+
+def threads_useful(blob_bytes: int) -> int:
+    """The most threads a decode step of this model gains from, the default thread count's
+    cap (bn_default_threads): one per 32 MiB of weights, a decoded token's reads. A step
+    issues a few hundred tasks whose hand-off costs microseconds each; below ~32 MiB per
+    thread (about 1.5 ms of reading) the hand-offs cost more than the second thread saves:
+    the bundled 3 MB model decodes faster at one thread than at two (bench/contention.py)."""
+    return max(1, min(256, blob_bytes // (32 << 20)))
 
 
 def weights_index_c(idx: dict, sha: str, info_json: str) -> str:

@@ -16,6 +16,7 @@ typedef struct bn_context bn_context;
 /* ---- model facts ---- */
 int bn_n_vocab(void);
 int bn_n_ctx_train(void);
+int bn_default_threads(void);          /* online cores, at most BN_THREADS_USEFUL (one per 32 MiB of weights) */
 double bn_kv_cache_bytes(int n_ctx);   /* bytes the KV cache of an n_ctx-token context reserves */
 const char *bn_info_json(void);        /* build provenance and hyper-parameters, JSON */
 const char *bn_last_error(void);       /* message for the last failing call (thread-local) */

@@ -279,3 +279,14 @@ print("ok")
 '''
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_default_thread_count_is_capped_for_small_models(model):
+    """A model this small (a few MB of weights) decodes fastest at one thread: the default
+    thread count (bn_default_threads, the CLI's -t default) is 1 whatever the core count;
+    a 2B-4T-sized blob allows one thread per 32 MiB."""
+    from bitnet_aot.codegen import threads_useful
+    assert model.lib.bn_default_threads() == 1
+    assert BitNetModel(model.library).n_threads == 1
+    assert threads_useful(3 << 20) == 1 and threads_useful(64 << 20) == 2
+    assert threads_useful(1_178_000_000) == 35 and threads_useful(1 << 40) == 256

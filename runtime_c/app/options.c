@@ -23,7 +23,7 @@ void usage(FILE *f, const char *argv0) {
         "  -f, --file FILE          read the prompt from FILE (- for stdin)\n"
         "      --ids LIST           prompt as token ids, comma or space separated\n"
         "  -n, --n-predict N        tokens to generate (default 128; -1 = until end of text or context)\n"
-        "  -t, --threads N          threads (default: online cores)\n"
+        "  -t, --threads N          threads (default: online cores, at most one per 32 MiB of weights)\n"
         "  -c, --ctx N              context size in tokens (default: the model's trained context; the\n"
         "                           KV cache grows with use, not with N; 0 = all of the trained context)\n"
         "      --temp X             temperature; 0 = greedy (default 0.8)\n"
@@ -127,7 +127,7 @@ void parse_args(int argc, char **argv, options *o) {
     o->timeout = 30;
     int first = 1;
     if (argc > 1 && strcmp(argv[1], "serve") == 0) { o->serve = 1; first = 2; }
-    o->n_threads = platform_cpu_count();
+    o->n_threads = bn_default_threads();
     o->show_timings = 1;
     o->s = bn_sampling_default();
     long seed = -1;

@@ -42,6 +42,10 @@ static void *alloc_lines(size_t count, size_t size, int *failed) {
 
 int bn_n_vocab(void) { return BN_N_VOCAB; }
 int bn_n_ctx_train(void) { return BN_N_CTX_TRAIN; }
+int bn_default_threads(void) {
+    const int n = platform_cpu_count();
+    return n < BN_THREADS_USEFUL ? n : BN_THREADS_USEFUL;
+}
 int bn_pos(const bn_context *c) { return c->pos; }
 int bn_n_ctx(const bn_context *c) { return c->n_ctx; }
 void bn_reset(bn_context *c) { c->pos = 0; }
