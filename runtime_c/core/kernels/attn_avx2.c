@@ -3,9 +3,10 @@
  * attn.h; every result equals attn_scalar.c bit for bit: the same products and sums in the
  * same order, eight keys (scores) or eight value elements (pv) per register, no FMA.
  *
- * scores: for four queries and a block of eight keys, per element d: one load of element
- *   d of the eight keys (f32, f16 converted, or int8 widened), four query broadcasts, four
- *   multiplies and four adds into four accumulators (one per query, a key per lane).
+ * scores: for four queries and two blocks of eight keys, per element d: one load of element
+ *   d of each block's eight keys (f32, f16 converted, or int8 widened), four query
+ *   broadcasts, eight multiplies and eight adds into eight accumulators (one per query and
+ *   block, a key per lane).
  * pv: for four queries and sixteen value elements: per key two loads of the value row,
  *   four weight broadcasts, eight multiplies and eight adds.
  */
@@ -20,32 +21,43 @@ static inline __attribute__((always_inline)) __m256 load8(const void *base, size
     return _mm256_loadu_ps((const float *)base + i);
 }
 
+/* nb (1 or 2) blocks of eight keys from position s for four queries: 4 * nb accumulators,
+ * one per query and block, each summed over d in order. Two blocks give eight independent
+ * add chains, enough to cover the add latency (four chains left the adder idle 3/4 of the
+ * time at depth). */
+static inline __attribute__((always_inline)) void scores_blocks(const attn_kv *kv, const float *const qr[4], int s,
+                                                                float inv_sqrt_d, float *S, int col, const int nb,
+                                                                const int type) {
+    const int D = kv->D;
+    const size_t base = (size_t)(s / ATTN_KB) * D * ATTN_KB;
+    const size_t next = (size_t)D * ATTN_KB;             /* the next block's element 0 */
+    __m256 a[2][4];
+    for (int h = 0; h < nb; h++)
+        for (int i = 0; i < 4; i++) a[h][i] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        for (int h = 0; h < nb; h++) {
+            const __m256 k = load8(kv->k, base + h * next + (size_t)d * ATTN_KB, type);
+            for (int i = 0; i < 4; i++) a[h][i] = _mm256_add_ps(a[h][i], _mm256_mul_ps(_mm256_broadcast_ss(qr[i] + d), k));
+        }
+    }
+    const __m256 inv = _mm256_set1_ps(inv_sqrt_d);
+    for (int h = 0; h < nb; h++) {
+        const __m256 sc = type == ATTN_KV_Q8 ? _mm256_loadu_ps(kv->ks + s + h * ATTN_KB) : inv;
+        for (int i = 0; i < 4; i++) {
+            __m256 v = a[h][i];
+            if (type == ATTN_KV_Q8) v = _mm256_mul_ps(v, sc);
+            _mm256_storeu_ps(S + i * ATTN_CHUNK + col + h * ATTN_KB, _mm256_mul_ps(v, inv));
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void scores_t(const attn_kv *kv, const float *q, int s0, int nblk,
                                                            float inv_sqrt_d, float *S, const int type) {
     const int D = kv->D;
-    const __m256 inv = _mm256_set1_ps(inv_sqrt_d);
-    const float *q0 = q, *q1 = q + D, *q2 = q + 2 * D, *q3 = q + 3 * D;
-    for (int b = 0; b < nblk; b++) {
-        const int s = s0 + b * ATTN_KB;
-        const size_t base = (size_t)(s / ATTN_KB) * D * ATTN_KB;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int d = 0; d < D; d++) {
-            __m256 k = load8(kv->k, base + (size_t)d * ATTN_KB, type);
-            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(q0 + d), k));
-            a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(q1 + d), k));
-            a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_broadcast_ss(q2 + d), k));
-            a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_broadcast_ss(q3 + d), k));
-        }
-        if (type == ATTN_KV_Q8) {
-            __m256 sc = _mm256_loadu_ps(kv->ks + s);
-            a0 = _mm256_mul_ps(a0, sc); a1 = _mm256_mul_ps(a1, sc);
-            a2 = _mm256_mul_ps(a2, sc); a3 = _mm256_mul_ps(a3, sc);
-        }
-        _mm256_storeu_ps(S + 0 * ATTN_CHUNK + b * ATTN_KB, _mm256_mul_ps(a0, inv));
-        _mm256_storeu_ps(S + 1 * ATTN_CHUNK + b * ATTN_KB, _mm256_mul_ps(a1, inv));
-        _mm256_storeu_ps(S + 2 * ATTN_CHUNK + b * ATTN_KB, _mm256_mul_ps(a2, inv));
-        _mm256_storeu_ps(S + 3 * ATTN_CHUNK + b * ATTN_KB, _mm256_mul_ps(a3, inv));
-    }
+    const float *const qr[4] = {q, q + D, q + 2 * D, q + 3 * D};
+    int b = 0;
+    for (; b + 2 <= nblk; b += 2) scores_blocks(kv, qr, s0 + b * ATTN_KB, inv_sqrt_d, S, b * ATTN_KB, 2, type);
+    if (b < nblk) scores_blocks(kv, qr, s0 + b * ATTN_KB, inv_sqrt_d, S, b * ATTN_KB, 1, type);
 }
 
 void attn_scores_avx2(const attn_kv *kv, const float *q, int s0, int nblk, float inv_sqrt_d, float *S) {
