@@ -48,7 +48,11 @@ def harness(repo_root: str, wd: str) -> str:
 
 def checkout(rev: str, dest: str) -> str:
     """runtime_c/ of revision rev, unpacked under dest."""
+    os.makedirs(dest, exist_ok=True)
     tar = os.path.join(dest, "src.tar")
+    r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--verify", "--quiet", rev + "^{commit}"], capture_output=True)
+    if r.returncode != 0:
+        sys.exit(f"error: --baseline {rev}: not a revision of this repository (git log --oneline lists them)")
     subprocess.run(["git", "-C", ROOT, "archive", "-o", tar, rev, "runtime_c"], check=True)
     with tarfile.open(tar) as t:
         t.extractall(dest, filter="data")
