@@ -121,9 +121,10 @@ def main(argv=None) -> int:
                              "ratio": med[(None, busy)] / med[(1, busy)],
                              "t1_runs": got[(1, busy)], "default_runs": got[(None, busy)]})
 
-    print(f"decode tok/s, median of {a.reps}; default = {cores} threads (online cores); "
+    print(f"decode tok/s, median of {a.reps}; default = no -t: the binary's bn_default_threads (the {cores} online "
+          "cores, at most one per 32 MiB of weights: 1 for the bundled model); "
           f"load average before: {load_before[0]:.2f}")
-    print(f"| model | busy loop on one core | -t 1 | default ({cores}) | default / -t 1 |")
+    print("| model | busy loop on one core | -t 1 | default (no -t) | default / -t 1 |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {'yes' if r['busy_core'] else 'no'} | {r['t1_tok_s']:.1f} | "
