@@ -4,10 +4,10 @@
  *   BN_HEAD_VARIANT=NAME head_harness WEIGHTS.BIN < x.f32 > logits.f32
  *
  * NAME: a head variant of kernels/dispatch.c this CPU has. BN_HEAD_UNCHECKED=NAME instead runs
- * that row's integer (q8/q6/q4) rows without the CPU check: test_head.py does so for the
+ * that row without the CPU check: test_head.py does so for the
  * AVX-VNNI rows compiled to their EVEX twin (conftest.avxvnni_as_evex) on a CPU without
  * AVX-VNNI. stdin holds T vectors of E float32
- * (the head's input); stdout gets T rows of V float32 logits, from head_prepare + head_rows
+ * (the head's input); stdout gets T rows of V float32 logits, from head_prepare + head_rows_with
  * over the whole vocabulary split in three uneven ranges (as threads would split it); stderr
  * gets "head NAME" of the variant that ran. Compiled with the generated tree's -Isrc -Igen,
  * linked with its src/core/head.c, gen/weights_index.c and the target's kernel objects
@@ -24,16 +24,6 @@ static uint8_t *blob;
 
 const uint8_t *bn_blob(void) { return blob; }
 
-/* head_rows' integer cases with the rows of table row k */
-static void int_rows(const head_ops *k, const head_input *in, float *logits, int v0, int v1) {
-    const uint8_t *w = bn_blob() + BN_WEIGHTS_INDEX.output.data;
-    const void *s = bn_blob() + BN_WEIGHTS_INDEX.output.scales;
-    const head_xq xq = {in->q, in->d, in->sum};
-    if (BN_HEAD_TYPE == BN_MAT_Q8) k->q8((const int8_t *)w, s, &xq, logits, BN_N_EMBD, v0, v1);
-    else if (BN_HEAD_TYPE == BN_MAT_Q6) k->q6(w, s, &xq, logits, BN_N_EMBD, v0, v1);
-    else k->q4(w, s, &xq, logits, BN_N_EMBD, v0, v1);
-}
-
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: BN_HEAD_VARIANT=NAME %s WEIGHTS.BIN\n", argv[0]); return 2; }
     FILE *f = fopen(argv[1], "rb");
@@ -49,20 +39,19 @@ int main(int argc, char **argv) {
     const head_ops *k = NULL;
     for (int i = 0; unchecked && i < head_ops_table_len; i++)
         if (strcmp(head_ops_table[i].name, unchecked) == 0) k = &head_ops_table[i];
-    if (unchecked && (!k || (BN_HEAD_TYPE != BN_MAT_Q8 && BN_HEAD_TYPE != BN_MAT_Q6 && BN_HEAD_TYPE != BN_MAT_Q4))) {
-        fprintf(stderr, "BN_HEAD_UNCHECKED=%s: no such head variant, or the head is not q8/q6/q4\n", unchecked);
+    if (unchecked && !k) {
+        fprintf(stderr, "BN_HEAD_UNCHECKED=%s: no such head variant\n", unchecked);
         return 2;
     }
-    fprintf(stderr, "head %s\n", k ? k->name : head_pick()->name);
+    if (!k) k = head_pick();
+    fprintf(stderr, "head %s\n", k->name);
     static float x[BN_N_EMBD], logits[BN_N_VOCAB];
     static head_input in;
     const int cut[4] = {0, BN_N_VOCAB / 5, BN_N_VOCAB / 2 + 1, BN_N_VOCAB};
     while (fread(x, sizeof(float), BN_N_EMBD, stdin) == BN_N_EMBD) {
         head_prepare(&in, BN_HEAD_TYPE, x);
-        for (int i = 0; i < 3; i++) {
-            if (k) int_rows(k, &in, logits, cut[i], cut[i + 1]);
-            else head_rows(&BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, &in, logits, cut[i], cut[i + 1]);
-        }
+        for (int i = 0; i < 3; i++)
+            head_rows_with(k, &BN_WEIGHTS_INDEX.output, BN_HEAD_TYPE, &in, logits, cut[i], cut[i + 1]);
         fwrite(logits, sizeof(float), BN_N_VOCAB, stdout);
     }
     free(blob);

@@ -59,10 +59,14 @@ void head_prepare(head_input *in, int type, const float *x) {
 
 /* logits[v] for v in [v0, v1): m is a [V, E] matrix stored as `type` (BN_MAT_*). */
 void head_rows(const bn_matrix_ref *m, int type, const head_input *in, float *logits, int v0, int v1) {
+    head_rows_with(head_kernels, m, type, in, logits, v0, v1);
+}
+
+void head_rows_with(const head_ops *k, const bn_matrix_ref *m, int type, const head_input *in, float *logits,
+                    int v0, int v1) {
     const uint8_t *data = bn_blob() + m->data;
     const void *scales = bn_blob() + m->scales;
     const head_xq xq = {in->q, in->d, in->sum};
-    const head_ops *k = head_kernels;
     switch (type) {
     case BN_MAT_F16: k->f16((const uint16_t *)data, in->x, logits, BN_N_EMBD, v0, v1); return;
     case BN_MAT_Q8: k->q8((const int8_t *)data, scales, &xq, logits, BN_N_EMBD, v0, v1); return;

@@ -81,6 +81,9 @@ void head_prepare(head_input *in, int type, const float *x);
 /* logits[v] = dot(row v of m, x) for v in [v0, v1); m stored as `type` (BN_MAT_*), its
  * input prepared by head_prepare. Bit-identical results on every CPU and thread split. */
 void head_rows(const bn_matrix_ref *m, int type, const head_input *in, float *logits, int v0, int v1);
+/* The same with the rows of head variant k (tests/head_harness.c runs a named one). */
+void head_rows_with(const head_ops *k, const bn_matrix_ref *m, int type, const head_input *in, float *logits,
+                    int v0, int v1);
 /* One row of m as f32 (embedding lookup). */
 void matrix_row(float *out, const bn_matrix_ref *m, int type, int row);
 

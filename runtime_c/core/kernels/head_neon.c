@@ -25,35 +25,40 @@ void head_q4_neon(const uint8_t *q, const uint16_t *d, const head_xq *in, float 
     head_qk_rows_neon(dot_smull, 4, q, d, in, logits, E, v0, v1);
 }
 
+/* Float rows: four FMA chains over 16 elements, summed pairwise; load4 widens four weights
+ * of the row to f32 (f16 converted, or f32 as they are); the tail goes through tail(). */
 static inline float sum4(const float32x4_t a[4]) {
     return vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])));
 }
 
-void head_f16_neon(const uint16_t *m, const float *x, float *logits, int E, int v0, int v1) {
+static inline float32x4_t load4_f16(const void *row, int i) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)row + i)));
+}
+static inline float32x4_t load4_f32(const void *row, int i) { return vld1q_f32((const float *)row + i); }
+static inline float tail_f16(const void *row, int i) { return head_f16_table[((const uint16_t *)row)[i]]; }
+static inline float tail_f32(const void *row, int i) { return ((const float *)row)[i]; }
+
+static inline __attribute__((always_inline))
+void float_rows(float32x4_t (*load4)(const void *, int), float (*tail)(const void *, int), const size_t elem,
+                const void *m, const float *x, float *logits, int E, int v0, int v1) {
     for (int v = v0; v < v1; v++) {
-        const uint16_t *row = m + (size_t)v * E;
+        const void *row = (const uint8_t *)m + (size_t)v * E * elem;
         float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
         int i = 0;
         for (; i + 16 <= E; i += 16) {
-            __builtin_prefetch(row + i + 2048);
-            for (int j = 0; j < 4; j++)
-                a[j] = vfmaq_f32(a[j], vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(row + i + 4 * j))), vld1q_f32(x + i + 4 * j));
+            __builtin_prefetch((const uint8_t *)row + (size_t)i * elem + 4096);
+            for (int j = 0; j < 4; j++) a[j] = vfmaq_f32(a[j], load4(row, i + 4 * j), vld1q_f32(x + i + 4 * j));
         }
         float sum = sum4(a);
-        for (; i < E; i++) sum += head_f16_table[row[i]] * x[i];
+        for (; i < E; i++) sum += tail(row, i) * x[i];
         logits[v] = sum;
     }
 }
 
+void head_f16_neon(const uint16_t *m, const float *x, float *logits, int E, int v0, int v1) {
+    float_rows(load4_f16, tail_f16, 2, m, x, logits, E, v0, v1);
+}
+
 void head_f32_neon(const float *m, const float *x, float *logits, int E, int v0, int v1) {
-    for (int v = v0; v < v1; v++) {
-        const float *row = m + (size_t)v * E;
-        float32x4_t a[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
-        int i = 0;
-        for (; i + 16 <= E; i += 16)
-            for (int j = 0; j < 4; j++) a[j] = vfmaq_f32(a[j], vld1q_f32(row + i + 4 * j), vld1q_f32(x + i + 4 * j));
-        float sum = sum4(a);
-        for (; i < E; i++) sum += row[i] * x[i];
-        logits[v] = sum;
-    }
+    float_rows(load4_f32, tail_f32, 4, m, x, logits, E, v0, v1);
 }
