@@ -10,7 +10,7 @@ void head_f16_avx2(const uint16_t *m, const float *x, float *logits, int E, int 
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         int i = 0;
         for (; i < n32; i += 32) {
-            _mm_prefetch((const char *)(row + i) + HEAD_PREFETCH, _MM_HINT_T0);
+            BN_PREFETCH_STREAM((const char *)(row + i) + HEAD_PREFETCH);
             a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), a0);
             a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
             a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 16))), _mm256_loadu_ps(x + i + 16), a2);

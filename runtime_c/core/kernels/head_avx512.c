@@ -16,7 +16,7 @@ void head_f16_avx512(const uint16_t *m, const float *x, float *logits, int E, in
         __m512 z0 = _mm512_setzero_ps(), z1 = _mm512_setzero_ps();
         int i = 0;
         for (; i < n32; i += 32) {
-            _mm_prefetch((const char *)(row + i) + HEAD_PREFETCH, _MM_HINT_T0);
+            BN_PREFETCH_STREAM((const char *)(row + i) + HEAD_PREFETCH);
             z0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i))), _mm512_loadu_ps(x + i), z0);
             z1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + i + 16))), _mm512_loadu_ps(x + i + 16), z1);
         }

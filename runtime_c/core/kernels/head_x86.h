@@ -15,6 +15,7 @@
 #include <immintrin.h>
 
 #include "head.h"
+#include "kernels.h"   /* BN_PREFETCH_STREAM */
 
 /* Rows are streamed once per token: prefetch 4 KiB ahead (the hardware prefetcher alone
  * left the q6 head about 5% short of memory speed at one thread). */
@@ -56,7 +57,7 @@ void head_q8_rows(head_dot_fn *dot, const int off_shift, const int8_t *q, const 
         int b = 0;
         for (; b + 8 <= nb; b += 8) {
             __m256i s[8];
-            for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)(row + b * 32 + HEAD_PREFETCH + l), _MM_HINT_T0);
+            for (int l = 0; l < 256; l += 64) BN_PREFETCH_STREAM((const char *)(row + b * 32 + HEAD_PREFETCH + l));
             for (int j = 0; j < 8; j++)
                 s[j] = dot(_mm256_loadu_si256((const __m256i *)(row + (b + j) * 32)),
                            _mm256_loadu_si256((const __m256i *)(in->q + (b + j) * 32)));
@@ -89,7 +90,7 @@ void head_qk_rows(head_dot_fn *dot, const int bits, const uint8_t *q, const uint
             __m256i s[8];
             for (int j = 0; j < 8; j += 2) {
                 const uint8_t *p = row + (b + j) / 2 * pair;
-                _mm_prefetch((const char *)(p + HEAD_PREFETCH), _MM_HINT_T0);
+                BN_PREFETCH_STREAM((const char *)(p + HEAD_PREFETCH));
                 const __m256i lo = _mm256_loadu_si256((const __m256i *)p);
                 __m256i ua = _mm256_and_si256(lo, m4), ub = _mm256_and_si256(_mm256_srli_epi16(lo, 4), m4);
                 if (bits == 6) {   /* high bits of A[k]: byte k % 16 >> (0 or 2), of B[k]: >> (4 or 6) */

@@ -49,7 +49,7 @@ void tile(const uint8_t *w, size_t row_bytes, const int8_t *x, size_t x_stride, 
         }
         if (pf)                             /* the next R rows are contiguous: R*32 bytes per block */
             for (int o = 0; o < 32 * R; o += 64)
-                _mm_prefetch((const char *)(w + pf + (size_t)(32 * R) * b + o), _MM_HINT_T0);
+                BN_PREFETCH_STREAM((const char *)(w + pf + (size_t)(32 * R) * b + o));
         const int8_t *xb = x + 128 * (size_t)b;
         for (int j = 0; j < 4; j++) {       /* codes at bits 6-2j pair with activations 32j.. */
             __m512i c[2];

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "i2s_driver.h"
+#include "kernels.h"   /* BN_PREFETCH_STREAM */
 
 /* The sum of the eight int32 lanes of v. */
 static inline int32_t hsum_epi32(__m256i v) {
@@ -85,7 +86,7 @@ void i2s_tile256(i2s_mac256_fn *mac, const int group, const uint8_t *w, size_t r
                 wv[i] = _mm256_loadu_si256((const __m256i *)(w + i * row_bytes + 32 * (size_t)b));
             if (pf && !(b & 1))
                 for (int i = 0; i < R; i++)
-                    _mm_prefetch((const char *)(w + i * row_bytes + 32 * (size_t)b + pf), _MM_HINT_T0);
+                    BN_PREFETCH_STREAM((const char *)(w + i * row_bytes + 32 * (size_t)b + pf));
             const int8_t *xb = x + 128 * (size_t)b;
             i2s_chunk256(mac, acc, wv, xb, x_stride, R, T, 0);   /* written out: the four */
             i2s_chunk256(mac, acc, wv, xb, x_stride, R, T, 1);   /* shift counts must be */
@@ -123,7 +124,7 @@ void i2s_rows_vnni256(i2s_mac256_fn *dp, const uint8_t *w, size_t row_bytes, con
         const __m256i x3 = _mm256_loadu_si256((const __m256i *)(xb + 96));
         for (int i = 0; i < R; i++) {
             const uint8_t *wb = w + i * row_bytes + 32 * (size_t)b;
-            if (pf && !(b & 1)) _mm_prefetch((const char *)(wb + pf), _MM_HINT_T0);
+            if (pf && !(b & 1)) BN_PREFETCH_STREAM((const char *)(wb + pf));
             const __m256i v = _mm256_loadu_si256((const __m256i *)wb);
             acc[i][0] = dp(acc[i][0], _mm256_and_si256(v, m0), x0);
             acc[i][1] = dp(acc[i][1], _mm256_and_si256(v, m1), x1);

@@ -21,6 +21,13 @@
 
 #include <stdint.h>
 
+/* The software prefetch of streamed weights (x86 kernels): into L2, not L1 (prefetcht1).
+ * On a Zen 4 one thread's i2s GEMV read 9 GB/s from DRAM prefetching into L1
+ * (prefetcht0) and 22-26 GB/s prefetching into L2, against 28 GB/s for plain loads
+ * (bench/kernels.py): the L1 fills compete with the kernel's own loads, and the line
+ * moves to L1 soon enough on its first use. */
+#define BN_PREFETCH_STREAM(p) __builtin_prefetch((p), 0, 2)
+
 /* ---- i2s: one gemv/gemm pair per ISA, the uniform signatures below (x is [N][KP], one
  * activation row per token; y is [N][M]; scratch is unused). ---- */
 /* the plain-C reference (i2s_scalar.c), any target */

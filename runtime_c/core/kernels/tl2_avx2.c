@@ -87,9 +87,9 @@ void tl2_tile(const uint8_t *tile, const uint8_t *const *luts, int NO, const int
             const uint8_t *oct = tile + TL2_TILE_HEADER + (size_t)o * TL2_OCTET_BYTES;
             const __m256i sb = _mm256_loadu_si256((const __m256i *)(oct + 128));
             if (pf) {   /* GEMV: fetch the next tile's octet (the matrix is read once) */
-                _mm_prefetch((const char *)(oct + pf), _MM_HINT_T0);
-                _mm_prefetch((const char *)(oct + pf + 64), _MM_HINT_T0);
-                _mm_prefetch((const char *)(oct + pf + 128), _MM_HINT_T0);
+                BN_PREFETCH_STREAM((const char *)(oct + pf));
+                BN_PREFETCH_STREAM((const char *)(oct + pf + 64));
+                BN_PREFETCH_STREAM((const char *)(oct + pf + 128));
             }
             const size_t g8 = 8 * (size_t)o;
 /* triple j of the octet: indices idx, sign bit j of sb */
