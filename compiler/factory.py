@@ -166,24 +166,30 @@ def _spm_vocab(n_vocab: int):
             "tokenizer.ggml.add_space_prefix": True}
 
 
-def ternary_tensor(name: str, codes: np.ndarray, scale: float, ptype: str) -> TensorToWrite:
-    """A [out, in] ternary matrix written in the requested GGUF type."""
+BLOCK_SIZES = {"tq2_0": 256, "tq1_0": 256, "q1_0": 128, "q2_0": 64, "q2_0_g128": 128}
+
+
+def ternary_tensor(name: str, codes: np.ndarray, scale: float, ptype: str, block_scales=None) -> TensorToWrite:
+    """A [out, in] ternary matrix written in the requested GGUF type. block_scales: for the
+    block types, one scale per block (BLOCK_SIZES) instead of `scale` everywhere."""
     out_dim, in_dim = codes.shape
     flat = codes.reshape(-1)
     ne = (in_dim, out_dim)
+
+    def per_block(qk):
+        return np.full(flat.size // qk, scale, np.float32) if block_scales is None else block_scales
     if ptype == "tq2_0":
-        return TensorToWrite(name, Q.TQ2_0, ne, quants.encode_tq2_0(flat, np.full(flat.size // 256, scale, np.float32)))
+        return TensorToWrite(name, Q.TQ2_0, ne, quants.encode_tq2_0(flat, per_block(256)))
     if ptype == "tq1_0":
-        return TensorToWrite(name, Q.TQ1_0, ne, quants.encode_tq1_0(flat, np.full(flat.size // 256, scale, np.float32)))
+        return TensorToWrite(name, Q.TQ1_0, ne, quants.encode_tq1_0(flat, per_block(256)))
     if ptype == "i2_s":
         return TensorToWrite(name, I2_S, ne, quants.encode_i2_s(flat, scale))
     if ptype == "q1_0":
-        return TensorToWrite(name, Q1_0, ne, quants.encode_q1_0(np.where(flat == 0, 1, flat),
-                                                                np.full(flat.size // 128, scale, np.float32)))
+        return TensorToWrite(name, Q1_0, ne, quants.encode_q1_0(np.where(flat == 0, 1, flat), per_block(128)))
     if ptype in ("q2_0", "q2_0_g128"):
         qk = 64 if ptype == "q2_0" else 128
         return TensorToWrite(name, Q2_0 if qk == 64 else Q2_0_G128, ne,
-                             quants.encode_q2_0(flat, np.full(flat.size // qk, scale, np.float32), qk))
+                             quants.encode_q2_0(flat, per_block(qk), qk))
     return TensorToWrite(name, FLOAT_TYPES[ptype], ne, float_tensor_bytes(codes.astype(np.float32) * np.float32(scale), ptype))
 
 
@@ -192,7 +198,8 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
                     n_head_kv: int = 2, n_vocab: int = 512, n_ctx: int = 256,
                     tokenizer: str = "spm", embd_type: str = "f16", tied: bool = None,
                     rope_base: float = 10000.0, hidden_activation: str = None,
-                    proj_scales: bool = False, seed: int = 0, zero_fraction: float = 0.35,
+                    proj_scales: bool = False, block_scales: bool = False, seed: int = 0,
+                    zero_fraction: float = 0.35,
                     head_dim: int = None, norm_eps: float = 1e-5, pre: str = None,
                     specials: dict = None, special_ids: dict = None, name: str = None) -> str:
     """Write a random-weight GGUF model and return its path.
@@ -201,6 +208,9 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
     multiples of 256; I2_S multiples of 128). tokenizer: "spm" or "bpe".
     tied: tied head (default: True for bitnet archs, False for llama).
     proj_scales: write llama.cpp 'bitnet'-style blk.N.<proj>.scale tensors.
+    block_scales: block types only: a different fp16 scale in every block (as a quantizer
+        writes a model that was not trained with one scale per tensor), and for Q2_0 some
+        weights at its fourth level, +2: the block-scaled path (kernels/i2sg.h).
     head_dim: D when it is not n_embd / n_head (written as <arch>.attention.key_length).
     pre: the BPE pre-tokenizer name written as tokenizer.ggml.pre (default llama-bpe).
     specials / special_ids: {id: text} placed at those ids, {"bos"/"eos"/"eot": id}.
@@ -250,7 +260,15 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
             codes = np.where(r < zero_fraction, 0, np.where(rng.random((out_dim, in_dim)) < 0.5, -1, 1)).astype(np.int8)
             # scale ~ 1/sqrt(fan-in * non-zero fraction) keeps outputs O(1)
             scale = float(np.float16(1.0 / np.sqrt(in_dim * (1 - zero_fraction)) * (0.8 + 0.4 * rng.random())))
-            return ternary_tensor(name, codes, scale, proj_type).data
+            if not block_scales:
+                return ternary_tensor(name, codes, scale, proj_type).data
+            if proj_type not in BLOCK_SIZES:
+                raise ValueError(f"block_scales needs a block type ({', '.join(BLOCK_SIZES)})")
+            if proj_type.startswith("q2_0"):
+                codes = np.where(rng.random(codes.shape) < 0.03, 2, codes).astype(np.int8)
+            nb = codes.size // BLOCK_SIZES[proj_type]
+            ds = (scale * (0.5 + rng.random(nb))).astype(np.float16).astype(np.float32)
+            return ternary_tensor(name, codes, scale, proj_type, ds).data
         t0 = ternary_tensor(name, np.zeros((out_dim, in_dim), np.int8), 1.0, proj_type)
         return TensorToWrite(name, t0.ggml_type, t0.ne, make)
 

@@ -225,29 +225,24 @@ class Importer:
             return TernaryWeight(codes.reshape(shape), float(np.float32(scale * extra_scale)), tn)
         if t.ggml_type in BLOCK_TYPES:
             qk, dec = BLOCK_TYPES[t.ggml_type]
+            if shape[1] % qk:
+                self.fail(f"tensor {name!r} ({tn}) has rows of {shape[1]} weights, not a multiple of its "
+                          f"{qk}-weight blocks; the file is damaged")
             codes, block_scale = dec(raw, n)
             blocks = codes.reshape(-1, qk)
             if t.ggml_type in (TQ1_0, TQ2_0) and np.any(blocks.max(axis=1) > 1):
                 self.fail(f"tensor {name!r} holds invalid TQ codes (outside -1..1)")
             if not np.all(np.isfinite(block_scale)):
                 self.fail(f"tensor {name!r} has a NaN or infinite scale")
-            if np.any(codes == 2):
-                # Q2_0's fourth level: not ternary.
-                if not self.ternarize:
-                    self.fail(f"tensor {name!r} ({tn}) uses Q2_0's +2 code, so it is not ternary; bitnet-aot "
-                              "runs ternary weights only (pass --ternarize to re-quantize it, quality will suffer)")
-                w = blocks.astype(np.float32) * block_scale[:, None]
-                return self._ternarize(name, w.reshape(shape), tn, extra_scale)
             # One scale per tensor: every block holding a non-zero code must carry the same d.
             used = np.any(blocks != 0, axis=1)
             ds = np.unique(block_scale[used])
-            if ds.size > 1:
-                if not self.ternarize:
-                    self.fail(f"tensor {name!r} ({tn}) has {ds.size} different block scales, so it is not "
-                              "one ternary tensor; bitnet-aot has no block-scaled ternary kernel yet (pass "
-                              "--ternarize to re-quantize it with one scale, quality will suffer)")
-                w = blocks.astype(np.float32) * block_scale[:, None]
-                return self._ternarize(name, w.reshape(shape), tn, extra_scale)
+            if ds.size > 1 or np.any(codes == 2):
+                # Several block scales, or Q2_0's fourth level (+2): not one ternary tensor. Run
+                # it exactly as stored with the block-scaled kernels (kernels/i2sg.h).
+                return TernaryWeight(codes.reshape(shape), float(np.float32(extra_scale)),
+                                     tn + "/block-scaled", group=qk,
+                                     group_scales=block_scale.reshape(shape[0], shape[1] // qk))
             scale = float(ds[0]) if ds.size else 1.0
             if scale < 0 and t.ggml_type == Q1_0:
                 codes, scale = -codes, -scale      # Q1_0 stores signs: a negative d flips them all

@@ -20,6 +20,7 @@ class KernelSource:
 _PORTABLE = (
     KernelSource("i2s_scalar.c", (), "scalar"),
     KernelSource("i2s_generic.c", (), "generic"),
+    KernelSource("i2sg_scalar.c", (), "scalar"),
     KernelSource("tl_scalar.c", (), "scalar"),
     KernelSource("attn.c", (), "scalar"),
     KernelSource("attn_scalar.c", (), "scalar"),
@@ -34,6 +35,7 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
         KernelSource("i2s_avxvnni.c", ("-mavx2", "-mavxvnni"), "avxvnni"),
         KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
+        KernelSource("i2sg_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
         KernelSource("attn_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
         KernelSource("head_avx2.c", ("-mavx2", "-mf16c", "-mfma"), "avx2"),
         KernelSource("head_avxvnni.c", ("-mavx2", "-mf16c", "-mfma", "-mavxvnni"), "avxvnni"),

@@ -57,9 +57,13 @@ class HParams:
 
 @dataclass
 class TernaryWeight:
-    codes: np.ndarray       # int8 [out, in], values in {-1, 0, 1}
+    codes: np.ndarray       # int8 [out, in], values in {-1, 0, 1} (block-scaled: also 2)
     scale: float            # float32 per-tensor scale: W = codes * scale
     source_type: str        # GGUF type name it came from (TQ2_0, I2_S, F16, ...)
+    # Block-scaled weights (Q2_0, Q1_0, TQ files with several block scales), run exactly as
+    # stored: W[r, k] = codes[r, k] * group_scales[r, k // group] * scale. group 0: one scale.
+    group: int = 0
+    group_scales: np.ndarray | None = None   # f32 [out, in / group], each exactly an fp16 value
 
     @property
     def shape(self):

@@ -24,6 +24,15 @@ def pack_i2s(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1)
 
 
+def pack_group_scales(w) -> np.ndarray:
+    """A block-scaled weight's scales -> f16 [M][ceil(KP / group)], zero past K (i2sg.h)."""
+    M, K = w.codes.shape
+    ng = -(-padded_k(K) // w.group)
+    d = np.zeros((M, ng), dtype="<f2")
+    d[:, :w.group_scales.shape[1]] = w.group_scales
+    return np.ascontiguousarray(d).view(np.uint8).reshape(-1)
+
+
 # -- float matrices (embedding, head): f32, f16, or quantized --------------------------------
 MATRIX_TYPES = {"f32": 0, "f16": 1, "q8": 2, "q4": 3, "q6": 4}   # BN_MAT_* in runtime_c/core/weights.h
 MATRIX_CHOICES = ("auto", "f32", "f16", "q8", "q6", "q4")   # --head and --embed; auto: the file's precision

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import Model, TernaryWeight
-from .pack import QBLOCK, QUANTIZED, PackedMatrix, matrix_kinds, pack_matrix
+from .pack import QBLOCK, QUANTIZED, PackedMatrix, matrix_kinds, pack_matrix, padded_k
 
 f32 = np.float32
 
@@ -32,8 +32,29 @@ def quantize_activations(x: np.ndarray):
 def ternary_matmul(x: np.ndarray, w: TernaryWeight) -> np.ndarray:
     """x f32 [T, K] -> y f32 [T, M] with BitNet numerics."""
     q, a_s = quantize_activations(x)
+    if w.group:
+        return (grouped_sums(q, w) / a_s * f32(w.scale)).astype(f32)
     acc = q.astype(np.int64) @ w.codes.T.astype(np.int64)         # exact integers
     return (acc.astype(f32) / a_s * f32(w.scale)).astype(f32)
+
+
+def grouped_sums(q: np.ndarray, w: TernaryWeight) -> np.ndarray:
+    """Block-scaled weights (runtime_c/core/kernels/i2sg.h): q int8 [T, K] -> f32 [T, M],
+    sum over groups g in order of d[r, g] * (exact integer sum of t * q over group g), the
+    products exact in float64 and each addition rounded once, then rounded to float32: the
+    value every C variant computes, bit for bit. Groups run over K padded to the i2s block,
+    as the kernels do (the padded groups add d = 0)."""
+    G = w.group
+    T, K = q.shape
+    ng = -(-padded_k(K) // G)
+    acc = np.zeros((T, w.codes.shape[0]), dtype=np.float64)
+    d = np.zeros((w.codes.shape[0], ng), dtype=np.float64)
+    d[:, :w.group_scales.shape[1]] = w.group_scales
+    qi, ci = q.astype(np.int64), w.codes.astype(np.int64)
+    for g in range(ng):
+        s = qi[:, g * G:(g + 1) * G] @ ci[:, g * G:(g + 1) * G].T      # empty past K: zeros
+        acc = acc + d[:, g][None, :] * s.astype(np.float64)
+    return acc.astype(f32)
 
 
 def rope(x: np.ndarray, pos: np.ndarray, rope_dim: int, base: float, style: str) -> np.ndarray:

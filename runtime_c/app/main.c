@@ -115,6 +115,7 @@ static void print_info(void) {
     (void)hex;
     printf("%s\n", bn_info_json());
     printf("kernel: %s\n", kernel_pick(BN_KERNEL_LAYOUT)->name);
+    if (BN_GROUPED) printf("block-scaled kernel: %s\n", grouped_kernel_pick()->name);
 }
 
 int main(int argc, char **argv) {
@@ -214,9 +215,10 @@ int main(int argc, char **argv) {
         int np, ng;
         double tp, tg;
         bn_last_timings(c, &np, &tp, &ng, &tg);
-        fprintf(stderr, "timings: prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads, kernel %s, seed %llu, finish %s\n",
+        fprintf(stderr, "timings: prompt %d tokens in %.3f s (%.2f tok/s), generation %d tokens in %.3f s (%.2f tok/s), %d threads, kernel %s%s%s, seed %llu, finish %s\n",
                 np, tp, tp > 0 ? np / tp : 0.0, ng, tg, tg > 0 ? (ng > 1 ? (ng - 1) / tg : ng / tg) : 0.0,
-                o.n_threads, kernel_pick(BN_KERNEL_LAYOUT)->name, (unsigned long long)o.s.seed,
+                o.n_threads, kernel_pick(BN_KERNEL_LAYOUT)->name, BN_GROUPED ? " + " : "",
+                BN_GROUPED ? grouped_kernel_pick()->name : "", (unsigned long long)o.s.seed,
                 eog ? "stop" : context_full ? "length (context full)" : "length");
     }
     free(out);

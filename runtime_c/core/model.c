@@ -121,6 +121,7 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     }
     c->n_threads = n_threads;
     c->kernel = kernel_pick(BN_KERNEL_LAYOUT);
+    c->gkernel = grouped_kernel_pick();
     if (!c->kernel) failed = 1;
     c->attn = BN_HEAD_DIM % 16 == 0 ? attn_pick() : attn_by_name("scalar");   /* SIMD loops take 16 dims at a time */
     c->attn_work = alloc_zero((size_t)n_threads, sizeof(void *), &failed);
@@ -327,13 +328,27 @@ static void matmul_worker(void *arg, int tile, int thread) {
         const matmul_part *pt = &t->part[q];
         const int r1 = r0 + t->tile_rows < pt->M ? r0 + t->tile_rows : pt->M;
         const uint8_t *w = bn_blob() + pt->w->offset;
-        if (t->n == 1) k->gemv(w, t->c->xq, pt->acc, t->KP, r0, r1, scratch);
-        else k->gemm(w, t->c->xq, pt->acc, t->n, pt->M, t->KP, r0, r1, scratch);
-        for (int i = 0; i < t->n; i++) {
-            float as = t->c->xscale[i];
-            const int32_t *acc = pt->acc + (size_t)i * pt->M;
-            float *o = pt->out + (size_t)i * pt->M;
-            for (int r = r0; r < r1; r++) o[r] = (float)acc[r] / as * pt->w->scale;
+        if (pt->w->group) {           /* block-scaled: the kernel returns each row's scaled sum */
+            const grouped_kernel *gk = t->c->gkernel;
+            const uint16_t *d = (const uint16_t *)(const void *)(bn_blob() + pt->w->scales);
+            float *facc = (float *)(void *)pt->acc;
+            if (t->n == 1) gk->gemv(w, d, pt->w->group, t->c->xq, facc, t->KP, r0, r1);
+            else gk->gemm(w, d, pt->w->group, t->c->xq, facc, t->n, pt->M, t->KP, r0, r1);
+            for (int i = 0; i < t->n; i++) {
+                float as = t->c->xscale[i];
+                const float *acc = facc + (size_t)i * pt->M;
+                float *o = pt->out + (size_t)i * pt->M;
+                for (int r = r0; r < r1; r++) o[r] = acc[r] / as * pt->w->scale;
+            }
+        } else {
+            if (t->n == 1) k->gemv(w, t->c->xq, pt->acc, t->KP, r0, r1, scratch);
+            else k->gemm(w, t->c->xq, pt->acc, t->n, pt->M, t->KP, r0, r1, scratch);
+            for (int i = 0; i < t->n; i++) {
+                float as = t->c->xscale[i];
+                const int32_t *acc = pt->acc + (size_t)i * pt->M;
+                float *o = pt->out + (size_t)i * pt->M;
+                for (int r = r0; r < r1; r++) o[r] = (float)acc[r] / as * pt->w->scale;
+            }
         }
         if (t->glu && q == 1) {           /* gate and up have the same M, so the same rows */
             const matmul_part *g = &t->part[0];

@@ -32,6 +32,7 @@ struct bn_context {
     int n_ctx;               /* KV cache capacity, tokens */
     int n_threads;
     const ternary_kernel *kernel;   /* best variant of BN_KERNEL_LAYOUT for this CPU */
+    const grouped_kernel *gkernel;  /* best block-scaled variant (BN_GROUPED models) */
     void **scratch;          /* (n_threads) kernel scratch (lookup tables), or NULL */
     int pos;                 /* tokens already in the cache */
     bn_pool *pool;

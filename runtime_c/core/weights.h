@@ -27,7 +27,9 @@ typedef struct {
 
 typedef struct {
     uint64_t offset;       /* packed codes (kernel layout, see kernels/kernels.h), [M][KP/4] bytes */
-    float scale;           /* per-tensor weight scale: W = codes * scale */
+    float scale;           /* per-tensor weight scale: W = codes * scale (times the group scales) */
+    int group;             /* 0: one scale; else block-scaled (kernels/i2sg.h): weights per scale */
+    uint64_t scales;       /* block-scaled only: f16 [M][ceil(KP / group)] */
 } bn_ternary_ref;
 
 typedef struct {

@@ -142,6 +142,31 @@ const ternary_kernel *kernel_by_name(const char *name) {
     return NULL;
 }
 
+/* ---- block-scaled kernels (i2sg.h): fastest first, scalar last ---------------------- */
+const grouped_kernel grouped_kernel_table[] = {
+#if KERNELS_X86
+    {"i2sg_avx2", "avx2", KCPU_AVX2 | KCPU_F16C, i2sg_gemv_avx2, i2sg_gemm_avx2},
+#endif
+    {"i2sg_scalar", "scalar", 0, i2sg_gemv_scalar, i2sg_gemm_scalar},
+};
+const int grouped_kernel_table_len = (int)(sizeof grouped_kernel_table / sizeof grouped_kernel_table[0]);
+
+const grouped_kernel *grouped_kernel_by_name(const char *name) {
+    for (int i = 0; i < grouped_kernel_table_len; i++)
+        if (strcmp(grouped_kernel_table[i].name, name) == 0) return &grouped_kernel_table[i];
+    return NULL;
+}
+
+const grouped_kernel *grouped_kernel_pick(void) {
+    const unsigned have = kernel_cpu_features();
+    const char *force = getenv("BN_KERNEL_VARIANT");
+    const grouped_kernel *k = force ? grouped_kernel_by_name(force) : NULL;
+    if (k && (k->needs & ~have) == 0) return k;
+    for (int i = 0; i < grouped_kernel_table_len; i++)
+        if ((grouped_kernel_table[i].needs & ~have) == 0) return &grouped_kernel_table[i];
+    return &grouped_kernel_table[grouped_kernel_table_len - 1];
+}
+
 /* ---- attention inner loops (attn.h): fastest first, scalar last ---------------------- */
 const attn_ops attn_ops_table[] = {
 #if KERNELS_X86

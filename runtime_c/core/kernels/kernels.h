@@ -95,6 +95,21 @@ void tl1_gemv_neon(const uint8_t *w, const int8_t *x, int32_t *y,
 void tl1_gemm_neon(const uint8_t *w, const int8_t *x, int32_t *y,
                    int N, int M, int KP, int row_begin, int row_end, void *scratch);
 
+/* ---- i2sg: block-scaled ternary weights (layout and numerics in i2sg.h). y is float: the
+ * scaled sum of each row before the activation scale (y[n][r], row stride M for GEMM). ---- */
+typedef void (*grouped_gemv_fn)(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                                int KP, int row_begin, int row_end);
+typedef void (*grouped_gemm_fn)(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                                int N, int M, int KP, int row_begin, int row_end);
+void i2sg_gemv_scalar(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                      int KP, int row_begin, int row_end);
+void i2sg_gemm_scalar(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                      int N, int M, int KP, int row_begin, int row_end);
+void i2sg_gemv_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                    int KP, int row_begin, int row_end);
+void i2sg_gemm_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                    int N, int M, int KP, int row_begin, int row_end);
+
 /* ---- Run-time dispatch (dispatch.c) ----
  * A binary carries every variant its target can use (which source files, with which
  * flags: compiler/kernels.py). At start-up kernel_pick(layout) checks the CPU once and
@@ -134,5 +149,18 @@ extern const int kernel_table_len;
 const ternary_kernel *kernel_pick(const char *layout);
 const ternary_kernel *kernel_by_name(const char *name);  /* NULL if not compiled in */
 
+
+typedef struct {
+    const char *name;       /* "i2sg_avx2" */
+    const char *isa;
+    unsigned needs;         /* KCPU_* bits it requires */
+    grouped_gemv_fn gemv;
+    grouped_gemm_fn gemm;
+} grouped_kernel;
+extern const grouped_kernel grouped_kernel_table[];  /* fastest first, scalar last */
+extern const int grouped_kernel_table_len;
+/* Fastest block-scaled variant this CPU can run (BN_KERNEL_VARIANT may name one); never NULL. */
+const grouped_kernel *grouped_kernel_pick(void);
+const grouped_kernel *grouped_kernel_by_name(const char *name);  /* NULL if not compiled in */
 
 #endif
