@@ -12,6 +12,8 @@
  *       each thread sums its share of a buffer with 32-byte vector loads, repeatedly,
  *       optionally with a software prefetch that many bytes ahead (as the GEMV kernels do).
  *       Prints "bytes <b> seconds <s>".
+ *   A block-scaled kernel is named with its group size, "i2sg_avx2:64": each copy is then
+ *       the i2s codes plus M x ceil(KP/G) fp16 scales, and bytes_per_call counts both.
  * The packed bytes are random codes in {0,1,2} (valid for i2s and tl1; for tl2 the sign
  * and header bytes are arbitrary but the kernel's work per byte is the same).
  */
@@ -56,6 +58,9 @@ static void barrier(int *local_sense) {
 
 /* ---- kernel timing ---- */
 static const ternary_kernel *K_;
+static const grouped_kernel *GK_;   /* block-scaled (i2sg) instead of K_ */
+static int G_;
+static size_t codes_bytes_;         /* i2sg: the codes part of a copy; its scales follow */
 static uint8_t *W_;
 static size_t wbytes_;
 static int8_t *X_;
@@ -77,7 +82,7 @@ static void *kernel_worker(void *arg) {
     if (re > M_) re = M_;
     if (rb > M_) rb = M_;
     void *scratch = NULL;
-    if (K_->scratch_bytes) {
+    if (K_ && K_->scratch_bytes) {
         scratch = aligned_alloc(64, (K_->scratch_bytes(KP_, N_) + 63) / 64 * 64);
     }
     barrier(&sense);
@@ -85,7 +90,11 @@ static void *kernel_worker(void *arg) {
     long n = 0;
     for (;; n++) {
         const uint8_t *w = W_ + (size_t)(n % copies_) * wbytes_;
-        if (N_ == 1) K_->gemv(w, X_, Y_, KP_, rb, re, scratch);
+        if (GK_) {
+            const uint16_t *d = (const uint16_t *)(const void *)(w + codes_bytes_);
+            if (N_ == 1) GK_->gemv(w, d, G_, X_, (float *)(void *)Y_, KP_, rb, re);
+            else GK_->gemm(w, d, G_, X_, (float *)(void *)Y_, N_, M_, KP_, rb, re);
+        } else if (N_ == 1) K_->gemv(w, X_, Y_, KP_, rb, re, scratch);
         else K_->gemm(w, X_, Y_, N_, M_, KP_, rb, re, scratch);
         if (ith == 0 && now() - t0 > seconds_) atomic_store(&stop_at_, n);
         barrier(&sense);
@@ -111,11 +120,20 @@ static uint64_t next(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
 
 static int run_kernel(int argc, char **argv) {
     if (argc < 9) return 2;
-    K_ = kernel_by_name(argv[2]);
-    if (!K_) { fprintf(stderr, "kernel %s not compiled in\n", argv[2]); return 1; }
+    char name[64];
+    snprintf(name, sizeof name, "%s", argv[2]);
+    char *colon = strchr(name, ':');
+    if (colon) { *colon = 0; G_ = atoi(colon + 1); GK_ = grouped_kernel_by_name(name); }
+    else K_ = kernel_by_name(name);
+    if (!K_ && !(GK_ && G_ > 0 && G_ % 64 == 0)) { fprintf(stderr, "kernel %s not compiled in\n", argv[2]); return 1; }
     M_ = atoi(argv[3]); KP_ = atoi(argv[4]); N_ = atoi(argv[5]);
     nthreads = atoi(argv[6]); copies_ = atoi(argv[7]); seconds_ = atof(argv[8]);
-    wbytes_ = packed_bytes(K_->layout, M_, KP_);
+    if (GK_) {
+        codes_bytes_ = (size_t)M_ * KP_ / 4;
+        wbytes_ = (codes_bytes_ + (size_t)(M_ + 3) / 4 * 4 * ((KP_ + G_ - 1) / G_) * 2 + 63) / 64 * 64;
+    } else {
+        wbytes_ = packed_bytes(K_->layout, M_, KP_);
+    }
     W_ = aligned_alloc(64, (wbytes_ * copies_ + 63) / 64 * 64);
     X_ = aligned_alloc(64, (size_t)N_ * KP_);
     Y_ = aligned_alloc(64, (size_t)N_ * M_ * 4 + 64);
@@ -124,7 +142,7 @@ static int run_kernel(int argc, char **argv) {
         W_[i] = (uint8_t)(((r % 3) << 6) | (((r >> 8) % 3) << 4) | (((r >> 16) % 3) << 2) | ((r >> 24) % 3));
     }
     /* tl2 headers hold counts, not codes: keep them small */
-    if (strcmp(K_->layout, "tl2") == 0)
+    if (K_ && strcmp(K_->layout, "tl2") == 0)
         for (int c = 0; c < copies_; c++)
             for (int t = 0; t < (M_ + 31) / 32; t++)
                 memset(W_ + (size_t)c * wbytes_ + t * TL2_TILE_BYTES(KP_), 0, TL2_TILE_HEADER);
@@ -194,6 +212,8 @@ int main(int argc, char **argv) {
         const unsigned have = kernel_cpu_features();
         for (int i = 0; i < kernel_table_len; i++)
             if ((kernel_table[i].needs & ~have) == 0) printf("%s\n", kernel_table[i].name);
+        for (int i = 0; i < grouped_kernel_table_len; i++)
+            if ((grouped_kernel_table[i].needs & ~have) == 0) printf("%s\n", grouped_kernel_table[i].name);
         rc = 0;
     }
     if (rc == 2) fprintf(stderr, "usage: kernel_bench kernel NAME M KP N THREADS COPIES SECONDS | membw THREADS MIB SECONDS [PREFETCH_BYTES]\n");

@@ -2,7 +2,7 @@
 BitNet-b1.58-2B-4T shapes on this machine, with the effective GB/s of weight traffic, next
 to the measured memory read bandwidth (1 and 2 threads).
 
-    python bench/kernels.py [--threads 1,2] [--seconds 1.0] [--kernels i2s_avx2,tl2_avx2]
+    python bench/kernels.py [--threads 1,2] [--seconds 1.0] [--kernels i2s_avx2,tl2_avx2,i2sg_avx2:64]
 
 GEMV cycles through enough packed copies of each matrix (>= 256 MiB in total) that the
 weights come from DRAM, as in decoding a whole model; GEMM (N=128) reuses one copy, as a
@@ -36,7 +36,9 @@ SHAPES = [  # (name, M, K)
     ("ffn_up 6912x2560", 6912, 2560),
     ("ffn_down 2560x6912", 2560, 6912),
 ]
-DEFAULT_KERNELS = ["i2s_avx512vnni", "i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar"]
+# "name:G": a block-scaled (i2sg) kernel with G weights per fp16 scale (Q2_0: 64, PrismML: 128)
+DEFAULT_KERNELS = ["i2s_avx512vnni", "i2s_avxvnni", "i2s_avx2", "tl2_avx2", "i2s_generic", "i2s_scalar",
+                   "i2sg_avx2:64", "i2sg_avx2:128"]
 COPY_BYTES = 256 << 20
 
 
@@ -66,7 +68,7 @@ def membw(exe: str, threads: int, seconds: float) -> float:
 
 def kernel_time(exe: str, kernel: str, M: int, K: int, N: int, threads: int, seconds: float) -> dict:
     KP = (K + 127) // 128 * 128
-    wb = M * KP // 4
+    wb = M * KP // 4 + (M * (-(-KP // int(kernel.split(":")[1]))) * 2 if ":" in kernel else 0)
     copies = max(1, COPY_BYTES // wb) if N == 1 else 1
     r = run(exe, ["kernel", kernel, M, KP, N, threads, copies, seconds])
     t = r["seconds"] / r["calls"]
@@ -94,14 +96,14 @@ def main() -> None:
         for th in threads:
             result["membw_gbps"][th] = membw(exe, th, a.seconds)
             print(f"memory read bandwidth, {th} thread(s): {result['membw_gbps'][th]:.1f} GB/s", flush=True)
-        hdr = (f"{'shape':22} {'kernel':12} {'thr':>3} | {'GEMV us':>8} {'GB/s':>5} {'%bw':>4} {'cpuGB/s':>7} | "
+        hdr = (f"{'shape':22} {'kernel':14} {'thr':>3} | {'GEMV us':>8} {'GB/s':>5} {'%bw':>4} {'cpuGB/s':>7} | "
                f"{'GEMM N=' + str(a.gemm_n) + ' us':>14} {'GOPS':>6} {'cpuGOPS':>7}")
         print(hdr)
         print("-" * len(hdr))
         have = set(subprocess.run([exe, "list"], capture_output=True, text=True).stdout.split())
         for name, M, K in SHAPES:
             for k in kernels:
-                if k not in have:
+                if k.split(":")[0] not in have:
                     continue
                 for th in threads:
                     if k.endswith(("scalar", "generic")) and th > 1:
@@ -109,7 +111,7 @@ def main() -> None:
                     gv = kernel_time(exe, k, M, K, 1, th, a.seconds)
                     gm = kernel_time(exe, k, M, K, a.gemm_n, th, a.seconds)
                     frac = gv["gbps"] / result["membw_gbps"][th]
-                    print(f"{name:22} {k:12} {th:3} | {gv['us']:8.1f} {gv['gbps']:5.1f} {100 * frac:4.0f} "
+                    print(f"{name:22} {k:14} {th:3} | {gv['us']:8.1f} {gv['gbps']:5.1f} {100 * frac:4.0f} "
                           f"{gv['cpu_gbps']:7.1f} | {gm['us']:14.1f} {gm['gops']:6.1f} {gm['cpu_gops']:7.1f}",
                           flush=True)
                     result["rows"].append({"shape": name, "M": M, "K": K, "kernel": k, "threads": th,

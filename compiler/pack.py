@@ -25,11 +25,14 @@ def pack_i2s(codes: np.ndarray) -> np.ndarray:
 
 
 def pack_group_scales(w) -> np.ndarray:
-    """A block-scaled weight's scales -> f16 [M][ceil(KP / group)], zero past K (i2sg.h)."""
+    """A block-scaled weight's scales -> f16 [ceil(M / 4)][ceil(KP / group)][4] (row r's
+    group g at ((r / 4) * NG + g) * 4 + r % 4), zero past K and M (kernels/i2sg.h)."""
     M, K = w.codes.shape
     ng = -(-padded_k(K) // w.group)
-    d = np.zeros((M, ng), dtype="<f2")
-    d[:, :w.group_scales.shape[1]] = w.group_scales
+    mt = -(-M // 4)
+    d = np.zeros((mt * 4, ng), dtype="<f2")
+    d[:M, :w.group_scales.shape[1]] = w.group_scales
+    d = d.reshape(mt, 4, ng).transpose(0, 2, 1)
     return np.ascontiguousarray(d).view(np.uint8).reshape(-1)
 
 

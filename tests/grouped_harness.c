@@ -7,7 +7,7 @@
  *   grouped_harness run    reads cases from stdin until EOF, answers each on stdout
  *
  * A case (int32 little-endian): name_len, G, M, KP, N, nsplit, then name, splits[nsplit + 1],
- * w (M * KP / 4 bytes), d (M * ceil(KP / G) uint16), x (N * KP int8). The answer: status
+ * w (M * KP / 4 bytes), d (ceil(M / 4) * 4 * ceil(KP / G) uint16), x (N * KP int8). The answer: status
  * (0 ok, 1 unknown kernel, 2 a call wrote outside its rows), then y_gemv[N][M] (one call per
  * token and row range) and y_gemm[N][M] (one call per row range), float32.
  */
@@ -53,11 +53,12 @@ static int run_case(void) {
     char name[64] = {0};
     int32_t *splits = xmalloc(sizeof(int32_t) * (nsplit + 1));
     uint8_t *w = xmalloc(wbytes);
-    uint16_t *d = xmalloc(sizeof(uint16_t) * M * ng);
+    const size_t nd = (size_t)(M + 3) / 4 * 4 * ng;   /* scales, in 4-row tiles */
+    uint16_t *d = xmalloc(sizeof(uint16_t) * nd);
     int8_t *x = xmalloc((size_t)N * KP);
     if (name_len >= (int)sizeof name || !read_all(name, name_len) ||
         !read_all(splits, sizeof(int32_t) * (nsplit + 1)) || !read_all(w, wbytes) ||
-        !read_all(d, sizeof(uint16_t) * M * ng) || !read_all(x, (size_t)N * KP)) {
+        !read_all(d, sizeof(uint16_t) * nd) || !read_all(x, (size_t)N * KP)) {
         fprintf(stderr, "truncated case\n");
         exit(4);
     }

@@ -6,8 +6,10 @@
  * scales. bitnet-aot runs them exactly as stored, with no re-quantization:
  *
  *   codes: the i2s layout of kernels.h, code c = t + 1, and c = 3 holds Q2_0's +2;
- *   scales: f16 [M][NG], NG = ceil(KP / G), row r's group g scales weights [gG, gG + G);
- *           groups past K are zero-filled;
+ *   scales: f16 [ceil(M / 4)][NG][4], NG = ceil(KP / G): the scale of row r, group g (weights
+ *           [gG, gG + G)) is at ((r / 4) * NG + g) * 4 + r % 4, so the four rows a SIMD
+ *           kernel computes together find theirs in one 8-byte load; groups past K and rows
+ *           past M are zero-filled;
  *   G: a multiple of 64 (one half of a 128-weight block is 64 weights: planes 0-1 are its
  *      first half, planes 2-3 its second).
  *
@@ -58,8 +60,14 @@ static inline int32_t i2sg_half_dot(const uint8_t *blk, const int8_t *xb, int h)
     return s;
 }
 
+/* Where row r's scales start (its group g is at [4 * g]). */
+static inline const uint16_t *i2sg_row_scales(const uint16_t *d, int G, int KP, int r) {
+    const long ng = (KP + G - 1) / G;
+    return d + ((long)(r / 4) * ng) * 4 + r % 4;
+}
+
 /* One row, the reference order: halves in ascending order, summed into their group, each
- * finished group added to the double accumulator. */
+ * finished group added to the double accumulator. d: i2sg_row_scales of the row. */
 static inline float i2sg_row_scalar(const uint8_t *row, const uint16_t *d, int G, const int8_t *x, int KP) {
     double acc = 0.0;
     const int halves_per_group = G / 64;
@@ -68,7 +76,7 @@ static inline float i2sg_row_scalar(const uint8_t *row, const uint16_t *d, int G
     for (int hb = 0; hb < KP / 64; hb++) {
         s += i2sg_half_dot(row + (hb / 2) * 32, x + (hb / 2) * 128, hb & 1);
         if (++in_group == halves_per_group || hb == KP / 64 - 1) {
-            acc += (double)i2sg_half(d[g]) * (double)s;
+            acc += (double)i2sg_half(d[4 * g]) * (double)s;
             s = 0;
             in_group = 0;
             g++;

@@ -2,74 +2,140 @@
  * -mavx2 -mf16c. Same value as i2sg_scalar.c, bit for bit: the group sums are exact
  * integers and the double accumulation runs in the same order.
  *
- * Method: four rows at a time share each activation load. For each 64-weight half block,
- * the two 2-bit planes of a row are unpacked (shift, mask) and multiplied with vpmaddubsw
- * (unsigned code c = t + 1 in 0..3 times signed q), so sum c*q - sum q = sum t*q; the
- * activation sum comes from the same instruction with a vector of ones. At the end of a
- * group the four rows' int32 lanes are reduced together (vphaddd), converted to double,
- * multiplied by the rows' four fp16 scales (vcvtph2ps, exact) and added in order.
+ * Method: four rows at a time share each activation load. Each 128-weight block of a row
+ * is unpacked into its four 2-bit planes (shift, mask) and multiplied with vpmaddubsw
+ * (unsigned code c = t + 1 in 0..3 times signed q); sum c*q - sum q = sum t*q, with the
+ * activation sums of the groups computed once per call. At the end of a group the four
+ * rows' int32 lanes are reduced together (vphaddd; for G = 64 both groups of a block in
+ * one tree), converted to double, multiplied by the rows' fp16 scales (one load from the
+ * 4-row tiled scale layout, vcvtph2ps: exact) and added in group order.
  *
- * Overflow: vpmaddubsw adds two products |c*q| <= 3*128, and two of them are added per half
- * block in int16: |.| <= 1536. Group sums are int32.
+ * Overflow: vpmaddubsw adds two products |c*q| <= 3*128, and four of them are added per
+ * block in int16: |.| <= 3072. Group sums are int32.
  */
 #include <immintrin.h>
 
+#include "i2s_driver.h"   /* i2s_prefetch_distance */
 #include "i2sg.h"
 #include "kernels.h"
 
-static inline __m128i hsum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+#define I2SG_MAX_GROUPS 1024   /* activation sums on the stack (4 KiB: musl threads have 128 KiB);
+                                  longer rows (K > 65536 at G = 64) take the scalar path */
+#define I2SG_STRIP 32          /* GEMM rows per strip */
+
+/* [a0..a3 totals, b0..b3 totals] of eight int32x8 vectors. */
+static inline __m256i hsum8(const __m256i a[4], const __m256i b[4]) {
+    const __m256i ha = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    const __m256i hb = _mm256_hadd_epi32(_mm256_hadd_epi32(b[0], b[1]), _mm256_hadd_epi32(b[2], b[3]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ha, hb, 0x20), _mm256_permute2x128_si256(ha, hb, 0x31));
+}
+
+static inline __m128i hsum4(const __m256i a[4]) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
     return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-/* Rows r..r+3 (all < M) of one token. */
-static void rows4(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
-                  int KP, int r) {
+/* The four planes of one block of a row, multiplied with the block's activations:
+ * h[0] = weights 0..63 (planes 0-1), h[1] = weights 64..127 (planes 2-3), int16. */
+static inline void block_dot(const uint8_t *p, const __m256i xq[4], __m256i m3, __m256i h[2]) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+    const __m256i c3 = _mm256_and_si256(v, m3);
+    h[0] = _mm256_add_epi16(_mm256_maddubs_epi16(c0, xq[0]), _mm256_maddubs_epi16(c1, xq[1]));
+    h[1] = _mm256_add_epi16(_mm256_maddubs_epi16(c2, xq[2]), _mm256_maddubs_epi16(c3, xq[3]));
+}
+
+/* Rows r..r+3 (all < M) of one token; xs: the activation sum of each group. */
+static void rows4(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, const int32_t *xs,
+                  float *y, int KP, int r) {
     const long row_bytes = KP / 4, ng = (KP + G - 1) / G;
-    const int halves = KP / 64, hpg = G / 64;
+    const int blocks = KP / 128, bpg = G / 128;
     const uint8_t *rw[4];
     for (int i = 0; i < 4; i++) rw[i] = w + (r + i) * row_bytes;
-    const __m256i m3 = _mm256_set1_epi8(3), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const uint16_t *dt = d + (long)(r / 4) * ng * 4;   /* this 4-row tile's scales, [ng][4] */
+    const size_t pf = i2s_prefetch_distance((size_t)row_bytes);   /* a few rows ahead, as i2s */
+    const __m256i m3 = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
     __m256d acc = _mm256_setzero_pd();
-    for (long g = 0; g < ng; g++) {
-        __m256i a[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                        _mm256_setzero_si256()};
-        __m256i xs = _mm256_setzero_si256();
-        const int h_end = (int)(g + 1) * hpg < halves ? (int)(g + 1) * hpg : halves;
-        for (int hb = (int)g * hpg; hb < h_end; hb++) {
-            const __m256i xa = _mm256_loadu_si256((const __m256i *)(x + 64 * hb));
-            const __m256i xb = _mm256_loadu_si256((const __m256i *)(x + 64 * hb + 32));
-            xs = _mm256_add_epi32(xs, _mm256_madd_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(ones8, xa), _mm256_maddubs_epi16(ones8, xb)), ones16));
-            const int sa = (hb & 1) ? 2 : 6, sb = (hb & 1) ? 0 : 4;
+    if (G == 64) {                       /* two groups per block: one reduction tree for both */
+        for (int b = 0; b < blocks; b++) {
+            __m256i xq[4], lo[4], hi[4];
+            for (int j = 0; j < 4; j++) xq[j] = _mm256_loadu_si256((const __m256i *)(x + 128 * b + 32 * j));
             for (int i = 0; i < 4; i++) {
-                const uint8_t *p = rw[i] + 32 * (hb >> 1);
-                if (!(hb & 1)) BN_PREFETCH_STREAM(p + 512);
-                const __m256i v = _mm256_loadu_si256((const __m256i *)p);
-                const __m256i ca = _mm256_and_si256(_mm256_srli_epi16(v, sa), m3);
-                const __m256i cb = _mm256_and_si256(_mm256_srli_epi16(v, sb), m3);
-                a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(
-                    _mm256_add_epi16(_mm256_maddubs_epi16(ca, xa), _mm256_maddubs_epi16(cb, xb)), ones16));
+                __m256i h[2];
+                if (!(b & 1)) BN_PREFETCH_STREAM(rw[i] + 32 * b + pf);
+                block_dot(rw[i] + 32 * b, xq, m3, h);
+                lo[i] = _mm256_madd_epi16(h[0], ones16);
+                hi[i] = _mm256_madd_epi16(h[1], ones16);
             }
+            const __m256i s = _mm256_sub_epi32(hsum8(lo, hi),
+                _mm256_set_m128i(_mm_set1_epi32(xs[2 * b + 1]), _mm_set1_epi32(xs[2 * b])));
+            const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dt + 8 * b)));
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(dv)),
+                                                   _mm256_cvtepi32_pd(_mm256_castsi256_si128(s))));
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(dv, 1)),
+                                                   _mm256_cvtepi32_pd(_mm256_extracti128_si256(s, 1))));
         }
-        const __m128i s = _mm_sub_epi32(hsum4(a[0], a[1], a[2], a[3]), hsum4(xs, xs, xs, xs));
-        const __m128i h = _mm_setr_epi16((short)d[(r + 0) * ng + g], (short)d[(r + 1) * ng + g],
-                                         (short)d[(r + 2) * ng + g], (short)d[(r + 3) * ng + g], 0, 0, 0, 0);
-        acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(_mm_cvtph_ps(h)), _mm256_cvtepi32_pd(s)));
+    } else {                             /* G a multiple of 128: whole blocks per group */
+        for (long g = 0; g < ng; g++) {
+            __m256i a[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                            _mm256_setzero_si256()};
+            const int b_end = (int)(g + 1) * bpg < blocks ? (int)(g + 1) * bpg : blocks;
+            for (int b = (int)g * bpg; b < b_end; b++) {
+                __m256i xq[4];
+                for (int j = 0; j < 4; j++) xq[j] = _mm256_loadu_si256((const __m256i *)(x + 128 * b + 32 * j));
+                for (int i = 0; i < 4; i++) {
+                    __m256i h[2];
+                    if (!(b & 1)) BN_PREFETCH_STREAM(rw[i] + 32 * b + pf);
+                    block_dot(rw[i] + 32 * b, xq, m3, h);
+                    a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_add_epi16(h[0], h[1]), ones16));
+                }
+            }
+            const __m128i s = _mm_sub_epi32(hsum4(a), _mm_set1_epi32(xs[g]));
+            const __m128 dv = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(dt + 4 * g)));
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(dv), _mm256_cvtepi32_pd(s)));
+        }
     }
     _mm_storeu_ps(y + r, _mm256_cvtpd_ps(acc));
 }
 
+static void group_sums(const int8_t *x, int G, int KP, int32_t *xs) {
+    const int ng = (KP + G - 1) / G;
+    for (int g = 0; g < ng; g++) {
+        int32_t s = 0;
+        const int end = (g + 1) * G < KP ? (g + 1) * G : KP;
+        for (int k = g * G; k < end; k++) s += x[k];
+        xs[g] = s;
+    }
+}
+
+/* Whether rows4 handles this shape (else every row takes the scalar path, same value). */
+static int fast_shape(int G, int KP) {
+    return (G == 64 || G % 128 == 0) && (KP + G - 1) / G <= I2SG_MAX_GROUPS;
+}
+
 void i2sg_gemv_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                     int KP, int row_begin, int row_end) {
-    const long row_bytes = KP / 4, ng = (KP + G - 1) / G;
+    const long row_bytes = KP / 4;
     int r = row_begin;
-    for (; r + 4 <= row_end; r += 4) rows4(w, d, G, x, y, KP, r);
-    for (; r < row_end; r++) y[r] = i2sg_row_scalar(w + r * row_bytes, d + r * ng, G, x, KP);
+    if (fast_shape(G, KP)) {
+        int32_t xs[I2SG_MAX_GROUPS];
+        group_sums(x, G, KP, xs);
+        for (; r < row_end && r % 4; r++)   /* a range may start inside a 4-row scale tile */
+            y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
+        for (; r + 4 <= row_end; r += 4) rows4(w, d, G, x, xs, y, KP, r);
+    }
+    for (; r < row_end; r++) y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
 }
 
 void i2sg_gemm_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                     int N, int M, int KP, int row_begin, int row_end) {
-    for (int n = 0; n < N; n++)
-        i2sg_gemv_avx2(w, d, G, x + (long)n * KP, y + (long)n * M, KP, row_begin, row_end);
+    /* strips of I2SG_STRIP rows, tokens inner: the strip's weights (20 KiB for K = 2560) stay
+     * in L1 for every token, and each token's group sums serve the whole strip */
+    for (int r0 = row_begin; r0 < row_end; r0 += I2SG_STRIP) {
+        const int r1 = r0 + I2SG_STRIP < row_end ? r0 + I2SG_STRIP : row_end;
+        for (int n = 0; n < N; n++)
+            i2sg_gemv_avx2(w, d, G, x + (long)n * KP, y + (long)n * M, KP, r0, r1);
+    }
 }

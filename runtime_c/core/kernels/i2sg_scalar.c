@@ -5,9 +5,9 @@
 
 void i2sg_gemv_scalar(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                       int KP, int row_begin, int row_end) {
-    const long row_bytes = KP / 4, ng = (KP + G - 1) / G;
+    const long row_bytes = KP / 4;
     for (int r = row_begin; r < row_end; r++)
-        y[r] = i2sg_row_scalar(w + r * row_bytes, d + r * ng, G, x, KP);
+        y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
 }
 
 void i2sg_gemm_scalar(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
