@@ -148,3 +148,25 @@ def test_info_names_the_block_scaled_kernel(cache):
     r = subprocess.run([exe, "--info"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "block-scaled kernel: i2sg_" in r.stdout
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("target,qemu", [
+    ("aarch64-linux", ["qemu-aarch64", "-cpu", "cortex-a76"]),
+    ("x86_64-linux", ["qemu-x86_64", "-cpu", "Nehalem"]),      # no AVX2: i2sg_scalar
+])
+def test_block_scaled_model_on_other_cpus(cache, target, qemu):
+    import shutil
+    if shutil.which(qemu[0]) is None:
+        pytest.skip(f"{qemu[0]} not installed (apt-get install qemu-user)")
+    gguf = cache.model("llama", "q2_0", n_layer=2, block_scales=True)
+    m = load_gguf(gguf)
+    prompt = [int(t) for t in np.random.default_rng(3).integers(3, m.hp.n_vocab, 6)]
+    want = Reference(m).generate_greedy(prompt, 16)
+    exe = cache.build(gguf, target, shared=False).output
+    r = subprocess.run(qemu + [exe, "--ids", " ".join(map(str, prompt)), "-n", "16", "--temp", "0",
+                               "--print-ids", "--ignore-eos", "-t", "2"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [int(t) for t in r.stdout.split()] == want
+    info = subprocess.run(qemu + [exe, "--info"], capture_output=True, text=True, timeout=300).stdout
+    assert "block-scaled kernel: i2sg_scalar" in info
