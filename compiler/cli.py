@@ -208,7 +208,8 @@ def cmd_make_test_model(a):
                                   "(only --n-layer, --n-vocab and --n-ctx can)")
         try:
             make_shape_model(a.output, a.shape, None if a.type_default else a.type, n_layer=a.n_layer,
-                             n_vocab=a.n_vocab, n_ctx=a.n_ctx, seed=a.seed, embd_type=a.embd_type)
+                             n_vocab=a.n_vocab, n_ctx=a.n_ctx, seed=a.seed, embd_type=a.embd_type,
+                             block_scales=a.block_scales)
         except ValueError as e:
             raise BitnetError(str(e)) from None
         print(a.output)
@@ -220,7 +221,7 @@ def cmd_make_test_model(a):
             shape[k] = v
     try:
         make_test_model(a.output, a.arch, a.type, tokenizer=a.tokenizer, seed=a.seed,
-                        embd_type=a.embd_type, **shape)
+                        embd_type=a.embd_type, block_scales=a.block_scales, **shape)
     except ValueError as e:
         raise BitnetError(str(e)) from None
     print(a.output)
@@ -506,6 +507,9 @@ def make_parser() -> argparse.ArgumentParser:
                     ("n_ctx", "trained context")):
         s.add_argument("--" + k.replace("_", "-"), dest=k, type=int, metavar="N", help=f"{what} (overrides --shape)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    s.add_argument("--block-scales", action="store_true",
+                   help="block types (q2_0, q2_0_g128, q1_0, tq1_0, tq2_0): a different scale in every block, "
+                        "and for Q2_0 some +2 weights, as Ternary Bonsai's files have (run block-scaled)")
     s.set_defaults(fn=cmd_make_test_model)
 
     s = sub.add_parser("tokenize", help="print the ids (and pieces) the model's compiled C tokenizer gives for a text")

@@ -135,8 +135,8 @@ PUBLISHED = {
         weights="GGUF Q2_0 with 128-weight groups (PrismML's fork of id 42), one fp16 scale per group",
         source="base model Qwen/Qwen3-1.7B (model card of prism-ml/Ternary-Bonsai-*-gguf: 'Base model "
                "Qwen3-*'); Qwen3-1.7B config.json values",
-        verified=True, notes="group scales vary inside a tensor: bitnet-aot refuses such tensors until it has "
-                             "a block-scaled kernel (the shape itself builds, with one scale per tensor)"),
+        verified=True, notes="group scales vary inside a tensor: run block-scaled (kernels/i2sg.h); "
+                             "make-test-model --shape writes one scale per tensor"),
     "ternary-bonsai-4b": dict(
         hf_repo="prism-ml/Ternary-Bonsai-4B-gguf", arch="qwen3",
         n_embd=2560, n_layer=36, n_ff=9728, n_head=32, n_head_kv=8, head_dim=128, n_vocab=151936,

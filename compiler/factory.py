@@ -324,7 +324,8 @@ def shape_proj_type(row: dict) -> str:
 
 
 def make_shape_model(path: str, name: str, proj_type: str = None, *, n_layer: int = None,
-                     n_vocab: int = None, n_ctx: int = None, seed: int = 0, embd_type: str = "f16") -> str:
+                     n_vocab: int = None, n_ctx: int = None, seed: int = 0, embd_type: str = "f16",
+                     block_scales: bool = False) -> str:
     """A random-weight GGUF with the exact shape of the published model `name`
     (compiler/configs.py): widths, heads, head dim, vocabulary, RoPE, tied or untied head,
     special token ids. n_layer / n_vocab / n_ctx override the published values (tests use
@@ -341,7 +342,7 @@ def make_shape_model(path: str, name: str, proj_type: str = None, *, n_layer: in
         hidden_activation=row["activation"] if row["arch"].startswith("bitnet") else None,
         head_dim=row["head_dim"] if row["head_dim"] * row["n_head"] != row["n_embd"] else None,
         norm_eps=row["norm_eps"], specials=row["specials"], special_ids=ids, seed=seed,
-        name=f"bitnet-aot test model, shape of {row['hf_repo']}")
+        block_scales=block_scales, name=f"bitnet-aot test model, shape of {row['hf_repo']}")
 
 
 __all__ = ["make_test_model", "make_shape_model", "ARCHS", "PROJ_TYPES", "SHAPES_2B4T", "T_F32", "T_U32"]

@@ -170,3 +170,25 @@ def test_block_scaled_model_on_other_cpus(cache, target, qemu):
     assert [int(t) for t in r.stdout.split()] == want
     info = subprocess.run(qemu + [exe, "--info"], capture_output=True, text=True, timeout=300).stdout
     assert "block-scaled kernel: i2sg_scalar" in info
+
+
+def test_bonsai_shape_as_published_matches_reference(tmp_path):
+    """Ternary Bonsai 1.7B's exact widths (qwen3: per-head q/k norms, D = 128), one layer, a
+    small vocabulary, projections as PrismML ships them: Q2_0 in 128-weight groups with a
+    scale per group; made with the CLI a user would use."""
+    from bitnet_aot.bindings.api import CompiledModel
+    from bitnet_aot.build import build
+    p = str(tmp_path / "bonsai.gguf")
+    r = subprocess.run([sys.executable, "-m", "bitnet_aot.cli", "make-test-model", p, "--shape", "ternary-bonsai-1.7b",
+                        "--type", "q2_0_g128", "--block-scales", "--n-layer", "1", "--n-vocab", "1024"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    m = load_gguf(p)
+    assert {w.group for _, w in m.layers[0].projections()} == {128}
+    lib = build(p, "host", str(tmp_path / "bonsai"), shared=True, log=lambda *_: None).output
+    toks = np.random.default_rng(5).integers(3, m.hp.n_vocab, 16).astype(np.int32)
+    want = Reference(m).forward(toks)
+    with CompiledModel(lib, n_ctx=64, n_threads=2) as cm:
+        got = np.concatenate([cm.eval(toks[:8])] + [cm.eval(toks[i:i + 1]) for i in range(8, 16)])
+        assert np.max(np.abs(got - want)) < 1e-3 * float(np.ptp(want))
+        assert cm.generate(toks[:4], 12, temperature=0.0, ignore_eos=True) == Reference(m).generate_greedy(toks[:4], 12)
