@@ -46,6 +46,8 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
         KernelSource("i2s_neon.c", (), "neon"),
         KernelSource("i2s_neon_dotprod.c", ("-mcpu=generic+dotprod",), "neon_dotprod"),
         KernelSource("tl1_neon.c", (), "neon"),
+        KernelSource("i2sg_neon.c", (), "neon"),
+        KernelSource("i2sg_neon_dotprod.c", ("-mcpu=generic+dotprod",), "neon_dotprod"),
         KernelSource("attn_neon.c", (), "neon"),
         KernelSource("head_neon.c", (), "neon"),
         KernelSource("head_neon_dotprod.c", ("-mcpu=generic+dotprod",), "neon_dotprod"),

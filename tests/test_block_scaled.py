@@ -58,17 +58,26 @@ def test_reference_is_the_dequantized_float_math():
 
 # ---- every kernel variant against the reference, bit for bit --------------------------------
 
+_harnesses: dict = {}
+
+
+def build_harness(tmp_path_factory, triple):
+    if triple not in _harnesses:
+        wd = tmp_path_factory.mktemp("grouped-harness")
+        out = str(wd / "grouped_harness")
+        build_kernel_program(triple, [os.path.join(ROOT, "tests", "grouped_harness.c")], out,
+                             repo_root=ROOT, cflags=("-O2", "-Wall", "-Wextra", "-Werror"), workdir=str(wd))
+        _harnesses[triple] = out
+    return _harnesses[triple]
+
+
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("grouped-harness")
-    out = str(wd / "grouped_harness")
-    build_kernel_program("x86_64-linux-musl", [os.path.join(ROOT, "tests", "grouped_harness.c")], out,
-                         repo_root=ROOT, cflags=("-O2", "-Wall", "-Wextra", "-Werror"), workdir=str(wd))
-    return out
+    return [build_harness(tmp_path_factory, "x86_64-linux-musl")]
 
 
 def _run(exe, args, stdin=b""):
-    p = subprocess.run([exe] + args, input=stdin, capture_output=True, timeout=600)
+    p = subprocess.run(exe + args, input=stdin, capture_output=True, timeout=1200)
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     return p.stdout
 
@@ -95,9 +104,10 @@ CASES = [  # (G, M, K, N): M not a multiple of the 4-row tile; K with a half blo
 ]
 
 
-@pytest.mark.parametrize("G,M,K,N", CASES)
-def test_every_variant_matches_the_reference_bits(harness, G, M, K, N):
+def check_variants(harness, G, M, K, N, expect=None):
     have, _ = _have(harness)
+    if expect is not None:
+        assert sorted(have) == sorted(expect)
     w = random_weight(M, K, G, rng)
     q = random_acts(N, K, rng)
     KP = padded_k(K)
@@ -115,6 +125,25 @@ def test_every_variant_matches_the_reference_bits(harness, G, M, K, N):
         y = np.frombuffer(out[4:], np.float32).reshape(2, N, M)
         for how, got in zip(("gemv", "gemm"), y):
             assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (name, how, G, M, K, N)
+
+
+@pytest.mark.parametrize("G,M,K,N", CASES)
+def test_every_variant_matches_the_reference_bits(harness, G, M, K, N):
+    check_variants(harness, G, M, K, N)
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("cpu,expect", [
+    ("max", ["i2sg_neon_dotprod", "i2sg_neon", "i2sg_scalar"]),
+    ("cortex-a72", ["i2sg_neon", "i2sg_scalar"]),           # no dot product
+])
+def test_aarch64_variants_match_the_reference_bits(tmp_path_factory, cpu, expect):
+    import shutil
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 not installed (apt-get install qemu-user)")
+    exe = ["qemu-aarch64", "-cpu", cpu, build_harness(tmp_path_factory, "aarch64-linux-musl")]
+    for G, M, K, N in CASES:
+        check_variants(exe, G, M, K, N, expect)
 
 
 # ---- whole models -----------------------------------------------------------------------------
@@ -169,7 +198,7 @@ def test_block_scaled_model_on_other_cpus(cache, target, qemu):
     assert r.returncode == 0, r.stderr[-2000:]
     assert [int(t) for t in r.stdout.split()] == want
     info = subprocess.run(qemu + [exe, "--info"], capture_output=True, text=True, timeout=300).stdout
-    assert "block-scaled kernel: i2sg_scalar" in info
+    assert "block-scaled kernel: " + ("i2sg_neon_dotprod" if target.startswith("aarch64") else "i2sg_scalar") in info
 
 
 def test_bonsai_shape_as_published_matches_reference(tmp_path):

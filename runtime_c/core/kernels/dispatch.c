@@ -147,6 +147,10 @@ const grouped_kernel grouped_kernel_table[] = {
 #if KERNELS_X86
     {"i2sg_avx2", "avx2", KCPU_AVX2 | KCPU_F16C, i2sg_gemv_avx2, i2sg_gemm_avx2},
 #endif
+#if KERNELS_ARM64
+    {"i2sg_neon_dotprod", "neon_dotprod", KCPU_DOTPROD, i2sg_gemv_neon_dotprod, i2sg_gemm_neon_dotprod},
+    {"i2sg_neon", "neon", 0, i2sg_gemv_neon, i2sg_gemm_neon},
+#endif
     {"i2sg_scalar", "scalar", 0, i2sg_gemv_scalar, i2sg_gemm_scalar},
 };
 const int grouped_kernel_table_len = (int)(sizeof grouped_kernel_table / sizeof grouped_kernel_table[0]);

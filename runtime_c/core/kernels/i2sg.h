@@ -85,4 +85,50 @@ static inline float i2sg_row_scalar(const uint8_t *row, const uint16_t *d, int G
     return (float)acc;
 }
 
+/* ---- the row and token loops every SIMD variant shares ---------------------------------
+ * A variant supplies rows4: rows r..r+3 (r a multiple of 4, all < M) of one token, for
+ * G = 64 or a multiple of 128; xs holds the activation sum of each group when the
+ * variant asked for it (need_xs), else NULL. Other shapes and the rows outside whole
+ * 4-row tiles take i2sg_row_scalar (the same value). */
+typedef void (*i2sg_rows4_fn)(const uint8_t *w, const uint16_t *d, int G, const int8_t *x,
+                              const int32_t *xs, float *y, int KP, int r);
+
+#define I2SG_MAX_GROUPS 1024   /* activation sums on the stack (4 KiB: musl threads have 128 KiB);
+                                  longer rows (K > 65536 at G = 64) take the scalar path */
+#define I2SG_STRIP 32          /* GEMM rows per strip */
+
+static inline __attribute__((always_inline))
+void i2sg_gemv_rows(i2sg_rows4_fn rows4, int need_xs, const uint8_t *w, const uint16_t *d, int G,
+                    const int8_t *x, float *y, int KP, int row_begin, int row_end) {
+    const long row_bytes = KP / 4;
+    const int ng = (KP + G - 1) / G;
+    int r = row_begin;
+    if ((G == 64 || G % 128 == 0) && ng <= I2SG_MAX_GROUPS) {
+        int32_t xs[I2SG_MAX_GROUPS];
+        if (need_xs)
+            for (int g = 0; g < ng; g++) {
+                int32_t s = 0;
+                const int end = (g + 1) * G < KP ? (g + 1) * G : KP;
+                for (int k = g * G; k < end; k++) s += x[k];
+                xs[g] = s;
+            }
+        for (; r < row_end && r % 4; r++)   /* a range may start inside a 4-row scale tile */
+            y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
+        for (; r + 4 <= row_end; r += 4) rows4(w, d, G, x, need_xs ? xs : NULL, y, KP, r);
+    }
+    for (; r < row_end; r++) y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
+}
+
+/* GEMM: strips of I2SG_STRIP rows, tokens inner: the strip's weights (20 KiB for K = 2560)
+ * stay in L1 for every token, and each token's group sums serve the whole strip. */
+static inline void i2sg_gemm_strips(void (*gemv)(const uint8_t *, const uint16_t *, int, const int8_t *,
+                                                 float *, int, int, int),
+                                    const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                                    int N, int M, int KP, int row_begin, int row_end) {
+    for (int r0 = row_begin; r0 < row_end; r0 += I2SG_STRIP) {
+        const int r1 = r0 + I2SG_STRIP < row_end ? r0 + I2SG_STRIP : row_end;
+        for (int n = 0; n < N; n++) gemv(w, d, G, x + (long)n * KP, y + (long)n * M, KP, r0, r1);
+    }
+}
+
 #endif

@@ -19,9 +19,6 @@
 #include "i2sg.h"
 #include "kernels.h"
 
-#define I2SG_MAX_GROUPS 1024   /* activation sums on the stack (4 KiB: musl threads have 128 KiB);
-                                  longer rows (K > 65536 at G = 64) take the scalar path */
-#define I2SG_STRIP 32          /* GEMM rows per strip */
 
 /* [a0..a3 totals, b0..b3 totals] of eight int32x8 vectors. */
 static inline __m256i hsum8(const __m256i a[4], const __m256i b[4]) {
@@ -100,42 +97,12 @@ static void rows4(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, c
     _mm_storeu_ps(y + r, _mm256_cvtpd_ps(acc));
 }
 
-static void group_sums(const int8_t *x, int G, int KP, int32_t *xs) {
-    const int ng = (KP + G - 1) / G;
-    for (int g = 0; g < ng; g++) {
-        int32_t s = 0;
-        const int end = (g + 1) * G < KP ? (g + 1) * G : KP;
-        for (int k = g * G; k < end; k++) s += x[k];
-        xs[g] = s;
-    }
-}
-
-/* Whether rows4 handles this shape (else every row takes the scalar path, same value). */
-static int fast_shape(int G, int KP) {
-    return (G == 64 || G % 128 == 0) && (KP + G - 1) / G <= I2SG_MAX_GROUPS;
-}
-
 void i2sg_gemv_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                     int KP, int row_begin, int row_end) {
-    const long row_bytes = KP / 4;
-    int r = row_begin;
-    if (fast_shape(G, KP)) {
-        int32_t xs[I2SG_MAX_GROUPS];
-        group_sums(x, G, KP, xs);
-        for (; r < row_end && r % 4; r++)   /* a range may start inside a 4-row scale tile */
-            y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
-        for (; r + 4 <= row_end; r += 4) rows4(w, d, G, x, xs, y, KP, r);
-    }
-    for (; r < row_end; r++) y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
+    i2sg_gemv_rows(rows4, 1, w, d, G, x, y, KP, row_begin, row_end);
 }
 
 void i2sg_gemm_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                     int N, int M, int KP, int row_begin, int row_end) {
-    /* strips of I2SG_STRIP rows, tokens inner: the strip's weights (20 KiB for K = 2560) stay
-     * in L1 for every token, and each token's group sums serve the whole strip */
-    for (int r0 = row_begin; r0 < row_end; r0 += I2SG_STRIP) {
-        const int r1 = r0 + I2SG_STRIP < row_end ? r0 + I2SG_STRIP : row_end;
-        for (int n = 0; n < N; n++)
-            i2sg_gemv_avx2(w, d, G, x + (long)n * KP, y + (long)n * M, KP, r0, r1);
-    }
+    i2sg_gemm_strips(i2sg_gemv_avx2, w, d, G, x, y, N, M, KP, row_begin, row_end);
 }
