@@ -225,6 +225,7 @@ def _check_elf(path, arch):
 @pytest.mark.emulated
 @pytest.mark.parametrize("target,cpu", [
     ("armv7-linux", None),
+    ("armv7-linux", "arm1176"),           # Pi Zero/1: ARMv6, no NEON (the portable kernels)
     ("riscv64-linux", None),
     ("aarch64-android", None),
     ("aarch64-linux", "cortex-a72"),      # no dot product: the NEON variant without sdot
