@@ -10,6 +10,9 @@ hand-written rules equal to what that template renders:
   prompt ``"<|start_header_id|>assistant<|end_header_id|>\\n\\n"``; content trimmed.
 * ``falcon3`` (Falcon3 Instruct): ``"<|user|>\\n{u}\\n<|assistant|>\\n{a}{eos}\\n"`` (no newline
   after the last assistant message), prompt ``"<|assistant|>\\n"``.
+* ``chatml`` (Qwen2/Qwen3, Ternary Bonsai, SmolLM2): ``"<|im_start|>{role}\\n{c}<|im_end|>\\n"``,
+  prompt ``"<|im_start|>assistant\\n"``; content as given (no default system prompt, no
+  rewriting of Qwen3's <think> blocks).
 
 The text never holds the BOS token: tokenize it with the model's add_bos and special-token
 parsing on (``tokenizer_encode(t, text, len, t->add_bos, 1, ...)`` in C).
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-FORMATS = ("bitnet", "llama3", "falcon3")
+FORMATS = ("bitnet", "llama3", "falcon3", "chatml")
 
 
 def detect_chat_format(template: Optional[str]) -> Optional[str]:
@@ -31,6 +34,8 @@ def detect_chat_format(template: Optional[str]) -> Optional[str]:
         return "falcon3"
     if "Assistant: " in template and "<|eot_id|>" in template:
         return "bitnet"
+    if "<|im_start|>" in template and "<|im_end|>" in template:
+        return "chatml"
     return None
 
 
@@ -58,6 +63,8 @@ def format_chat(fmt: str, messages: Iterable, add_assistant: bool = True,
             out.append(_capitalize(role) + ": " + content.strip() + "<|eot_id|>")
         elif fmt == "llama3":
             out.append("<|start_header_id|>" + role + "<|end_header_id|>\n\n" + content.strip() + "<|eot_id|>")
+        elif fmt == "chatml":
+            out.append("<|im_start|>" + role + "\n" + content + "<|im_end|>\n")
         elif role in ("system", "user"):
             out.append(f"<|{role}|>\n" + content + "\n")
         elif role == "assistant":
@@ -67,6 +74,8 @@ def format_chat(fmt: str, messages: Iterable, add_assistant: bool = True,
             out.append("Assistant: ")
         elif fmt == "llama3":
             out.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        elif fmt == "chatml":
+            out.append("<|im_start|>assistant\n")
         elif msgs:
             out.append("<|assistant|>\n")
     return "".join(out)

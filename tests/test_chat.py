@@ -41,9 +41,12 @@ TEMPLATES = {
         "{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
         "{% else %}{{ '<|assistant|>\n' + message['content'] + eos_token }}{% endif %}{% endif %}"
         "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %}"),
+    # ChatML as Qwen2-family templates write it, without a default system prompt
+    "chatml": (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+        "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
 }
 OTHER_TEMPLATES = [
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}",
     "{{ bos_token }}{% for message in messages %}[INST] {{ message['content'] }} [/INST]{% endfor %}",
     "", "User: hi",
 ]
@@ -149,10 +152,11 @@ def test_ids_equal_through_both_tokenizers(tl, jinja_env):
             py_ids = enc.encode("<|begin_of_text|>" + format_chat(fmt, msgs, True, eos_token=eos),
                                 allowed_special="all")
             assert c_ids == py_ids, (fmt, msgs)
-            if fmt != "falcon3":   # its template has no bos_token
-                jinja_ids = enc.encode(render(jinja_env, fmt, msgs, True, bos="<|begin_of_text|>", eos=eos),
-                                       allowed_special="all")
-                assert c_ids == jinja_ids, (fmt, msgs)
+            # falcon3's and chatml's templates have no bos_token: the BOS comes from add_bos
+            lead = "<|begin_of_text|>" if fmt in ("falcon3", "chatml") else ""
+            jinja_ids = enc.encode(lead + render(jinja_env, fmt, msgs, True, bos="<|begin_of_text|>", eos=eos),
+                                   allowed_special="all")
+            assert c_ids == jinja_ids, (fmt, msgs)
     # a two-turn BitNet conversation, spelled out
     msgs = [("system", "You are a helpful assistant."), ("user", "Hi!"), ("assistant", "Hello."),
             ("user", "What is 2+2?")]

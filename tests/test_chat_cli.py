@@ -235,8 +235,10 @@ def test_chat_empty_input_and_errors(models):
     _, exe = models["bitnet"]
     rc, out, err = run(exe, ["--chat", *GEN], b"")
     assert rc == 0 and out == b"", err
+    rc, out, err = run(exe, ["--chat", "--chat-format", "vicuna", *GEN], b"hi\n")
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: --chat-format 'vicuna'")
     rc, out, err = run(exe, ["--chat", "--chat-format", "chatml", *GEN], b"hi\n")
-    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: --chat-format 'chatml'")
+    assert rc == 0 and "chat format: chatml (--chat-format)" in err, err
     rc, out, err = run(exe, ["--chat", "-p", "hi", *GEN], b"hi\n")
     assert rc == 2 and err.startswith("error: ")
 
@@ -274,7 +276,7 @@ def test_unknown_template_falls_back_to_bitnet(tmp_path, vocab, enc):
     exe = build(gguf, "host", str(tmp_path / "plain"), log=lambda s: None).output
     rc, out, err = run(exe, ["--chat", *GEN], b"hi\n")
     assert rc == 2 and err.strip().splitlines() == [
-        "error: the model has no chat template; choose one with --chat-format bitnet|llama3|falcon3, "
+        "error: the model has no chat template; choose one with --chat-format bitnet|llama3|falcon3|chatml, "
         "or use -i for plain text"]
     rc, out, err = run(exe, ["--chat", "--chat-format", "bitnet", "--print-ids", *GEN], b"hi\n")
     assert rc == 0, err

@@ -1,6 +1,6 @@
 /* chat_cli.c: talking to the model on stdin/stdout, one turn per input line.
  *
- *   ./model --chat [--system "..."] [--chat-format bitnet|llama3|falcon3]
+ *   ./model --chat [--system "..."] [--chat-format bitnet|llama3|falcon3|chatml]
  *       A conversation with the model's chat template (chat.h). Each line of stdin is one
  *       user message; the reply is streamed to stdout and ends with a newline.
  *   ./model -i [-p "first text"]
@@ -325,7 +325,7 @@ static int choose_format(const options *o, const Tokenizer *t) {
     if (o->chat_format) {
         int fmt = chat_format_by_name(o->chat_format);
         if (fmt == CHAT_UNKNOWN)
-            fprintf(stderr, "error: --chat-format '%s' is not one of bitnet, llama3, falcon3\n", o->chat_format);
+            fprintf(stderr, "error: --chat-format '%s' is not one of bitnet, llama3, falcon3, chatml\n", o->chat_format);
         else
             fprintf(stderr, "chat format: %s (--chat-format)\n", chat_format_name(fmt));
         return fmt;
@@ -340,7 +340,7 @@ static int choose_format(const options *o, const Tokenizer *t) {
                 t->chat_template_len ? "has a chat template bitnet-aot does not recognise" : "has no chat template");
         return CHAT_BITNET;
     }
-    fprintf(stderr, "error: %s; choose one with --chat-format bitnet|llama3|falcon3, or use -i for plain text\n",
+    fprintf(stderr, "error: %s; choose one with --chat-format bitnet|llama3|falcon3|chatml, or use -i for plain text\n",
             t->chat_template_len ? "the model's chat template is not one bitnet-aot recognises (BitNet, LLaMA-3, Falcon3)"
                                  : "the model has no chat template");
     return CHAT_UNKNOWN;

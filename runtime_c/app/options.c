@@ -40,7 +40,7 @@ void usage(FILE *f, const char *argv0) {
         "      --weights FILE       weights file (builds made with --weights external)\n"
         "      --chat, -cnv         chat with the model's template (stdin; works with pipes)\n"
         "      --system TEXT        system message for --chat\n"
-        "      --chat-format NAME   bitnet, llama3 or falcon3 (default: from the model's template)\n"
+        "      --chat-format NAME   bitnet, llama3, falcon3 or chatml (default: from the model's template)\n"
         "  -i, --interactive        interactive continuation: each stdin line is added and continued\n"
         "      --info               print the model, kernel, target and build provenance\n"
         "      --verify             check the embedded weights against their recorded SHA-256\n"

@@ -26,7 +26,7 @@ typedef struct {
     int chat;                  /* --chat / -cnv: conversation with the model's chat template */
     int interactive;           /* -i: plain-text interactive continuation, reads stdin */
     const char *system;        /* --system TEXT */
-    const char *chat_format;   /* --chat-format bitnet|llama3|falcon3 (default: from the template) */
+    const char *chat_format;   /* --chat-format bitnet|llama3|falcon3|chatml (default: from the template) */
     /* server (server.c), after the `serve` subcommand */
     int serve;                 /* argv[1] == "serve" */
     const char *host;          /* --host (default 127.0.0.1) */

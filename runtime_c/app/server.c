@@ -1755,7 +1755,7 @@ int server_run(const options *o) {
     S.o = o;
     S.tok = text_tokenizer();      /* initialise it here, before any thread runs */
     if (o->chat_format && chat_format_by_name(o->chat_format) == CHAT_UNKNOWN) {
-        fprintf(stderr, "error: --chat-format must be bitnet, llama3 or falcon3, not '%s'\n", o->chat_format);
+        fprintf(stderr, "error: --chat-format must be bitnet, llama3, falcon3 or chatml, not '%s'\n", o->chat_format);
         return 2;
     }
     find_model_name();

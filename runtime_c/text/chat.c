@@ -88,19 +88,21 @@ int chat_detect(const char *t, size_t n) {
     if (contains(t, n, "<|start_header_id|>") && contains(t, n, "<|end_header_id|>")) return CHAT_LLAMA3;
     if (contains(t, n, "<|assistant|>") && contains(t, n, "<|user|>")) return CHAT_FALCON3;
     if (contains(t, n, "Assistant: ") && contains(t, n, "<|eot_id|>")) return CHAT_BITNET;
+    if (contains(t, n, "<|im_start|>") && contains(t, n, "<|im_end|>")) return CHAT_CHATML;
     return CHAT_UNKNOWN;
 }
 
-static const char *const NAMES[] = {"unknown", "bitnet", "llama3", "falcon3"};
+static const char *const NAMES[] = {"unknown", "bitnet", "llama3", "falcon3", "chatml"};
+#define N_NAMES ((int)(sizeof NAMES / sizeof NAMES[0]))
 
 int chat_format_by_name(const char *name) {
-    for (int i = 1; i < 4; i++)
+    for (int i = 1; i < N_NAMES; i++)
         if (name && strcmp(name, NAMES[i]) == 0) return i;
     return CHAT_UNKNOWN;
 }
 
 const char *chat_format_name(int fmt) {
-    return fmt >= 0 && fmt < 4 ? NAMES[fmt] : NAMES[0];
+    return fmt >= 0 && fmt < N_NAMES ? NAMES[fmt] : NAMES[0];
 }
 
 size_t chat_apply(int fmt, const ChatMessage *msgs, int n, int add_assistant,
@@ -127,6 +129,12 @@ size_t chat_apply(int fmt, const ChatMessage *msgs, int n, int add_assistant,
             puts_(&b, "<|end_header_id|>\n\n");
             put_trimmed(&b, content);
             puts_(&b, "<|eot_id|>");
+        } else if (fmt == CHAT_CHATML) {
+            puts_(&b, "<|im_start|>");
+            puts_(&b, role);
+            puts_(&b, "\n");
+            puts_(&b, content);
+            puts_(&b, "<|im_end|>\n");
         } else if (fmt == CHAT_FALCON3) {
             if (strcmp(role, "system") == 0 || strcmp(role, "user") == 0) {
                 puts_(&b, strcmp(role, "system") == 0 ? "<|system|>\n" : "<|user|>\n");
@@ -143,6 +151,7 @@ size_t chat_apply(int fmt, const ChatMessage *msgs, int n, int add_assistant,
     if (add_assistant) {
         if (fmt == CHAT_BITNET) puts_(&b, "Assistant: ");
         else if (fmt == CHAT_LLAMA3) puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        else if (fmt == CHAT_CHATML) puts_(&b, "<|im_start|>assistant\n");
         else if (fmt == CHAT_FALCON3 && n > 0) puts_(&b, "<|assistant|>\n");  /* template: inside its loop */
     }
     if (cap > 0) out[b.len < cap ? b.len : cap - 1] = '\0';

@@ -11,6 +11,10 @@
  *                 generation prompt "<|start_header_id|>assistant<|end_header_id|>\n\n"; content trimmed.
  *   CHAT_FALCON3  Falcon3 Instruct:    "<|system|>\n{s}\n<|user|>\n{u}\n<|assistant|>\n{a}{eos}\n"
  *                 (no "\n" after the last assistant message), generation prompt "<|assistant|>\n".
+ *   CHAT_CHATML   ChatML (Qwen2/Qwen3, Ternary Bonsai, SmolLM2): "<|im_start|>{role}\n{content}<|im_end|>\n",
+ *                 generation prompt "<|im_start|>assistant\n"; content as given. Templates that
+ *                 add a default system prompt when none is given (Qwen2.5, SmolLM2) or rewrite
+ *                 <think> blocks (Qwen3) render more than this core: pass --system for them.
  *
  * The text never includes the BOS token: encode it with tokenizer_encode(t, text, len,
  * t->add_bos, 1 (parse_special), ...), like llama.cpp. Formatting is prefix-stable: the text
@@ -28,6 +32,7 @@ enum {
     CHAT_BITNET = 1,
     CHAT_LLAMA3 = 2,
     CHAT_FALCON3 = 3,
+    CHAT_CHATML = 4,
 };
 
 typedef struct {
