@@ -82,4 +82,20 @@ void i2sg_neon_rows4(i2sg_mac_fn mac, const uint8_t *w, const uint16_t *d, int G
     vst1q_f32(y + r, vcombine_f32(vcvt_f32_f64(acc01), vcvt_f32_f64(acc23)));
 }
 
+/* The entry points of a variant with multiply-accumulate MAC: i2sg_gemv_<SUFFIX>, i2sg_gemm_<SUFFIX>. */
+#define I2SG_NEON_VARIANT(SUFFIX, MAC)                                                             \
+    static void rows4_##SUFFIX(const uint8_t *w, const uint16_t *d, int G, const int8_t *x,        \
+                               const int32_t *xs, float *y, int KP, int r) {                        \
+        (void)xs;                                                                                  \
+        i2sg_neon_rows4(MAC, w, d, G, x, y, KP, r);                                                \
+    }                                                                                              \
+    void i2sg_gemv_##SUFFIX(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y, \
+                            int KP, int row_begin, int row_end) {                                  \
+        i2sg_gemv_rows(rows4_##SUFFIX, 0, w, d, G, x, y, KP, row_begin, row_end);                  \
+    }                                                                                              \
+    void i2sg_gemm_##SUFFIX(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y, \
+                            int N, int M, int KP, int row_begin, int row_end) {                    \
+        i2sg_gemm_strips(i2sg_gemv_##SUFFIX, w, d, G, x, y, N, M, KP, row_begin, row_end);         \
+    }
+
 #endif
