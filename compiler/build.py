@@ -213,9 +213,9 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
         log(f"warning: {wmsg}")
     log(f"model: {m.hp.arch}, {m.hp.n_layer} layers, E={m.hp.n_embd}, F={m.hp.n_ff}, V={m.hp.n_vocab}; "
         f"activation {m.hp.activation} ({m.hp.activation_reason})")
-    grouped = [w for L in m.layers for _, w in L.projections() if w.group]
+    grouped = m.block_scaled()
     if grouped:
-        n_proj = 7 * len(m.layers)
+        n_proj = sum(len(L.projections()) for L in m.layers)
         sizes = ", ".join(str(g) for g in sorted({w.group for w in grouped}))
         log(f"block-scaled: {len(grouped)} of {n_proj} projections keep their per-group scales "
             f"({sizes} weights per fp16 scale), run exactly as stored by the i2sg kernels")

@@ -68,6 +68,7 @@ def inspect_report(path: str, ternarize: bool) -> dict:
     hp = m.hp
     counts = m.param_counts()
     tern_packed = sum(w.shape[0] * padded_k(w.shape[1]) // 4 for L in m.layers for _, w in L.projections())
+    grouped = m.block_scaled()
     head_elems = m.head.size
     emb_elems = m.token_embd.size
     tok = m.tokenizer
@@ -91,6 +92,8 @@ def inspect_report(path: str, ternarize: bool) -> dict:
             "embedding_f32": emb_elems * 4, "embedding_f16": emb_elems * 2,
         },
         "type_readings": readings,
+        "block_scaled": {"projections": len(grouped), "groups": sorted({w.group for w in grouped}),
+                         "scale_bytes": sum(w.group_scales.size * 2 for w in grouped)},
         "warnings": m.warnings,
         "metadata": kv_small,
         "tensors": tensors,
@@ -121,6 +124,11 @@ def print_inspect(r: dict):
                                                      if b['head_f16'] else "; head tied to the embedding"))
     for rd in r.get("type_readings", []):
         print(f"type id       {rd}")
+    bs = r.get("block_scaled") or {}
+    if bs.get("projections"):
+        print(f"block-scaled  {bs['projections']} projections keep a scale per "
+              f"{'/'.join(map(str, bs['groups']))} weights (+{_human(bs['scale_bytes'])} of fp16 scales): "
+              "run as stored by the i2sg kernels")
     for w in r["warnings"]:
         print(f"warning       {w}")
     print(f"tensors       {len(r['tensors'])}")

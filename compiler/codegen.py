@@ -164,7 +164,7 @@ def model_config_h(m: Model, opts: BuildOptions, idx: dict, blob_bytes: int, tar
         ("BN_KV_TYPE", KV_TYPES[opts.kv], f"KV cache elements: {opts.kv} (ATTN_KV_* in kernels/attn.h)"),
         ("BN_BATCH", batch_size(m, target), "tokens per forward chunk: activations of the widest matmul in half of L2"),
         ("BN_KERNEL_LAYOUT", f'"{opts.kernel}"', "packed ternary layout (kernels/kernels.h)"),
-        ("BN_GROUPED", sum(1 for L in m.layers for _, w in L.projections() if w.group),
+        ("BN_GROUPED", len(m.block_scaled()),
          "block-scaled projections (kernels/i2sg.h), read with the i2sg kernels"),
         ("BN_EMBD_TYPE", idx["embd"][0], f"token embedding storage: {idx['embd_kind']} (BN_MAT_* in weights.h)"),
         ("BN_HEAD_TYPE", idx["head"][0], f"output head storage: {idx['head_kind']}"),

@@ -131,6 +131,10 @@ class Model:
         """The [V, E] matrix that produces logits (token_embd when tied)."""
         return self.token_embd if self.output is None else self.output
 
+    def block_scaled(self) -> list:
+        """The projections that keep per-group scales (run by the i2sg kernels)."""
+        return [w for L in self.layers for _, w in L.projections() if w.group]
+
     def param_counts(self) -> dict:
         tern = sum(w.codes.size for L in self.layers for _, w in L.projections())
         emb = self.token_embd.size

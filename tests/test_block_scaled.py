@@ -221,3 +221,16 @@ def test_bonsai_shape_as_published_matches_reference(tmp_path):
         got = np.concatenate([cm.eval(toks[:8])] + [cm.eval(toks[i:i + 1]) for i in range(8, 16)])
         assert np.max(np.abs(got - want)) < 1e-3 * float(np.ptp(want))
         assert cm.generate(toks[:4], 12, temperature=0.0, ignore_eos=True) == Reference(m).generate_greedy(toks[:4], 12)
+
+
+def test_inspect_says_which_projections_run_block_scaled(cache):
+    gguf = cache.model("llama", "q2_0", n_layer=2, block_scales=True)
+    r = subprocess.run([sys.executable, "-m", "bitnet_aot.cli", "inspect", gguf], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("block-scaled"))
+    assert "14 projections keep a scale per 64 weights" in line
+    plain = cache.model("llama", "q2_0", n_layer=2)
+    r = subprocess.run([sys.executable, "-m", "bitnet_aot.cli", "inspect", plain], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "block-scaled" not in r.stdout, r.stderr
