@@ -20,33 +20,14 @@
  * product is exact in double (29 of 53 bits), and each addition rounds once. With exact
  * products, a fused multiply-add gives the same bits as a multiply and an add, so every ISA,
  * compiler and thread split gives the same float, and the numpy reference
- * (compiler/reference.py: grouped_matmul) computes the identical value.
+ * (compiler/reference.py: grouped_sums) computes the identical value.
  */
 #ifndef BITNET_I2SG_H
 #define BITNET_I2SG_H
 
 #include <stdint.h>
-#include <string.h>
 
-/* IEEE binary16 -> binary32, exact for every value (subnormals, infinities, NaN). */
-static inline float i2sg_half(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (man << 13);
-    } else if (man == 0) {
-        bits = sign;
-    } else {                         /* subnormal: normalise */
-        exp = 113;
-        while (!(man & 0x400u)) { man <<= 1; exp--; }
-        bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
+#include "attn.h"   /* attn_f16_to_f32: the exact half -> float conversion */
 
 /* Exact integer sum of t * q over half h (0 or 1) of the 128-weight block at blk / xb. */
 static inline int32_t i2sg_half_dot(const uint8_t *blk, const int8_t *xb, int h) {
@@ -76,7 +57,7 @@ static inline float i2sg_row_scalar(const uint8_t *row, const uint16_t *d, int G
     for (int hb = 0; hb < KP / 64; hb++) {
         s += i2sg_half_dot(row + (hb / 2) * 32, x + (hb / 2) * 128, hb & 1);
         if (++in_group == halves_per_group || hb == KP / 64 - 1) {
-            acc += (double)i2sg_half(d[4 * g]) * (double)s;
+            acc += (double)attn_f16_to_f32(d[4 * g]) * (double)s;
             s = 0;
             in_group = 0;
             g++;
