@@ -219,6 +219,8 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
         raise ValueError(f"arch must be one of {ARCHS}")
     if proj_type not in PROJ_TYPES:
         raise ValueError(f"proj_type must be one of {PROJ_TYPES}")
+    if block_scales and proj_type not in BLOCK_SIZES:
+        raise ValueError(f"--block-scales needs a block type ({', '.join(BLOCK_SIZES)}), not {proj_type}")
     rng = np.random.default_rng(seed)
     if proj_type in BINARY_TYPES:
         zero_fraction = 0.0
@@ -262,8 +264,6 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
             scale = float(np.float16(1.0 / np.sqrt(in_dim * (1 - zero_fraction)) * (0.8 + 0.4 * rng.random())))
             if not block_scales:
                 return ternary_tensor(name, codes, scale, proj_type).data
-            if proj_type not in BLOCK_SIZES:
-                raise ValueError(f"block_scales needs a block type ({', '.join(BLOCK_SIZES)})")
             if proj_type.startswith("q2_0"):
                 codes = np.where(rng.random(codes.shape) < 0.03, 2, codes).astype(np.int8)
             nb = codes.size // BLOCK_SIZES[proj_type]
