@@ -123,7 +123,7 @@ bn_context *bn_create(int n_ctx, int n_threads) {
     c->kernel = kernel_pick(BN_KERNEL_LAYOUT);
     c->gkernel = grouped_kernel_pick();
     if (!c->kernel) failed = 1;
-    c->attn = BN_HEAD_DIM % 16 == 0 ? attn_pick() : attn_by_name("scalar");   /* SIMD loops take 16 dims at a time */
+    c->attn = attn_pick();   /* every variant takes any head dim (bitnet_b1_58-3B: 100) */
     c->attn_work = alloc_zero((size_t)n_threads, sizeof(void *), &failed);
     for (int i = 0; !failed && i < n_threads; i++) {
         c->attn_work[i] = platform_aligned_alloc(64, attn_work_bytes());

@@ -8,7 +8,8 @@
  *   broadcasts, eight multiplies and eight adds into eight accumulators (one per query and
  *   block, a key per lane).
  * pv: for four queries and sixteen value elements: per key two loads of the value row,
- *   four weight broadcasts, eight multiplies and eight adds.
+ *   four weight broadcasts, eight multiplies and eight adds; a head dim that is not a
+ *   multiple of 16 ends with eight, four and single elements.
  */
 #include <immintrin.h>
 
@@ -66,26 +67,67 @@ void attn_scores_avx2(const attn_kv *kv, const float *q, int s0, int nblk, float
     else scores_t(kv, q, s0, nblk, inv_sqrt_d, S, ATTN_KV_F32);
 }
 
+/* Four loads of four value elements as f32 (the tail of a row whose length is not a
+ * multiple of eight). */
+static inline __attribute__((always_inline)) __m128 load4(const void *base, size_t i, const int type) {
+    if (type == ATTN_KV_F16) return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)((const uint16_t *)base + i)));
+    if (type == ATTN_KV_Q8) {
+        int32_t x;
+        __builtin_memcpy(&x, (const int8_t *)base + i, 4);
+        return _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(x)));
+    }
+    return _mm_loadu_ps((const float *)base + i);
+}
+
+/* Columns [d, d + 8 * W) of the four queries' outputs, W = 1 or 2 registers of eight. */
+static inline __attribute__((always_inline)) void pv_cols8(const attn_kv *kv, const float *p, int s0, int n,
+                                                          float *o, int d, const int W, const int type) {
+    const int D = kv->D;
+    __m256 a[ATTN_QB][2];
+    for (int i = 0; i < ATTN_QB; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+        const size_t row = (size_t)(s0 + j) * D + d;
+        __m256 v[2];
+        for (int c = 0; c < W; c++) v[c] = load8(kv->v, row + 8 * c, type);
+        for (int i = 0; i < ATTN_QB; i++) {
+            const __m256 w = _mm256_broadcast_ss(p + i * ATTN_CHUNK + j);
+            for (int c = 0; c < W; c++) a[i][c] = _mm256_add_ps(a[i][c], _mm256_mul_ps(w, v[c]));
+        }
+    }
+    for (int i = 0; i < ATTN_QB; i++)
+        for (int c = 0; c < W; c++) _mm256_storeu_ps(o + (size_t)i * D + d + 8 * c, a[i][c]);
+}
+
+/* Sixteen columns at a time; a head dim that is not a multiple of 16 (bitnet_b1_58-3B's
+ * is 100) ends with eight, then four, then single columns. Every column is the same sum in
+ * the same order as attn_scalar.c's. */
 static inline __attribute__((always_inline)) void pv_t(const attn_kv *kv, const float *p, int s0, int n, float *o,
                                                        const int type) {
     const int D = kv->D;
-    for (int d = 0; d < D; d += 16) {
-        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    int d = 0;
+    for (; d + 16 <= D; d += 16) pv_cols8(kv, p, s0, n, o, d, 2, type);
+    if (d + 8 <= D) { pv_cols8(kv, p, s0, n, o, d, 1, type); d += 8; }
+    if (d + 4 <= D) {
+        __m128 a[ATTN_QB];
+        for (int i = 0; i < ATTN_QB; i++) a[i] = _mm_setzero_ps();
         for (int j = 0; j < n; j++) {
-            const size_t row = (size_t)(s0 + j) * D + d;
-            __m256 v0 = load8(kv->v, row, type), v1 = load8(kv->v, row + 8, type);
-            __m256 w0 = _mm256_broadcast_ss(p + j), w1 = _mm256_broadcast_ss(p + ATTN_CHUNK + j);
-            __m256 w2 = _mm256_broadcast_ss(p + 2 * ATTN_CHUNK + j), w3 = _mm256_broadcast_ss(p + 3 * ATTN_CHUNK + j);
-            a00 = _mm256_add_ps(a00, _mm256_mul_ps(w0, v0)); a01 = _mm256_add_ps(a01, _mm256_mul_ps(w0, v1));
-            a10 = _mm256_add_ps(a10, _mm256_mul_ps(w1, v0)); a11 = _mm256_add_ps(a11, _mm256_mul_ps(w1, v1));
-            a20 = _mm256_add_ps(a20, _mm256_mul_ps(w2, v0)); a21 = _mm256_add_ps(a21, _mm256_mul_ps(w2, v1));
-            a30 = _mm256_add_ps(a30, _mm256_mul_ps(w3, v0)); a31 = _mm256_add_ps(a31, _mm256_mul_ps(w3, v1));
+            const __m128 v = load4(kv->v, (size_t)(s0 + j) * D + d, type);
+            for (int i = 0; i < ATTN_QB; i++) a[i] = _mm_add_ps(a[i], _mm_mul_ps(_mm_set1_ps(p[i * ATTN_CHUNK + j]), v));
         }
-        _mm256_storeu_ps(o + d, a00); _mm256_storeu_ps(o + d + 8, a01);
-        _mm256_storeu_ps(o + D + d, a10); _mm256_storeu_ps(o + D + d + 8, a11);
-        _mm256_storeu_ps(o + 2 * D + d, a20); _mm256_storeu_ps(o + 2 * D + d + 8, a21);
-        _mm256_storeu_ps(o + 3 * D + d, a30); _mm256_storeu_ps(o + 3 * D + d + 8, a31);
+        for (int i = 0; i < ATTN_QB; i++) _mm_storeu_ps(o + (size_t)i * D + d, a[i]);
+        d += 4;
     }
+    for (; d < D; d++)
+        for (int i = 0; i < ATTN_QB; i++) {
+            float acc = 0.0f;
+            for (int j = 0; j < n; j++) {
+                const size_t at = (size_t)(s0 + j) * D + d;
+                const float v = type == ATTN_KV_F16 ? attn_f16_to_f32(((const uint16_t *)kv->v)[at])
+                              : type == ATTN_KV_Q8 ? (float)((const int8_t *)kv->v)[at] : ((const float *)kv->v)[at];
+                acc += p[i * ATTN_CHUNK + j] * v;
+            }
+            o[(size_t)i * D + d] = acc;
+        }
 }
 
 void attn_pv_avx2(const attn_kv *kv, const float *p, int s0, int n, float *o) {

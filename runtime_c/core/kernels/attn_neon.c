@@ -2,7 +2,8 @@
  * part of ARMv8 Advanced SIMD). Numerics and layout in attn.h; every result equals
  * attn_scalar.c bit for bit: the same products and sums in the same order, no FMA
  * (vmulq then vaddq). A block of eight keys is two registers of four; pv takes sixteen
- * value elements (four registers) for each of the four queries. */
+ * value elements (four registers) for each of the four queries, and a head dim that is not
+ * a multiple of 16 ends with eight, four and single elements. */
 #include <arm_neon.h>
 
 #include "attn.h"
@@ -59,26 +60,67 @@ void attn_scores_neon(const attn_kv *kv, const float *q, int s0, int nblk, float
     else scores_t(kv, q, s0, nblk, inv_sqrt_d, S, ATTN_KV_F32);
 }
 
+static inline __attribute__((always_inline)) float32x4_t load4(const void *base, size_t i, const int type) {
+    if (type == ATTN_KV_F16) return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)base + i)));
+    if (type == ATTN_KV_Q8) {
+        const int8_t *b = (const int8_t *)base + i;
+        const int32_t x[4] = {b[0], b[1], b[2], b[3]};
+        return vcvtq_f32_s32(vld1q_s32(x));
+    }
+    return vld1q_f32((const float *)base + i);
+}
+
+/* Columns [d, d + 4 * W) of the four queries' outputs, W = 4, 2 or 1 registers of four. */
+static inline __attribute__((always_inline)) void pv_cols(const attn_kv *kv, const float *p, int s0, int n,
+                                                         float *o, int d, const int W, const int type) {
+    const int D = kv->D;
+    float32x4_t a[ATTN_QB][4];
+    for (int i = 0; i < ATTN_QB; i++) a[i][0] = a[i][1] = a[i][2] = a[i][3] = vdupq_n_f32(0.0f);
+    for (int j = 0; j < n; j++) {
+        const size_t row = (size_t)(s0 + j) * D + d;
+        float32x4_t v[4];
+        if (W >= 2) {
+            f32x8 v0 = load8(kv->v, row, type);
+            v[0] = v0.lo; v[1] = v0.hi;
+            if (W == 4) {
+                f32x8 v1 = load8(kv->v, row + 8, type);
+                v[2] = v1.lo; v[3] = v1.hi;
+            } else {
+                v[2] = v[3] = v[0];
+            }
+        } else {
+            v[0] = v[1] = v[2] = v[3] = load4(kv->v, row, type);
+        }
+        for (int i = 0; i < ATTN_QB; i++) {
+            float32x4_t w = vdupq_n_f32(p[i * ATTN_CHUNK + j]);
+            for (int r = 0; r < W; r++) a[i][r] = vaddq_f32(a[i][r], vmulq_f32(w, v[r]));
+        }
+    }
+    for (int i = 0; i < ATTN_QB; i++)
+        for (int r = 0; r < W; r++) vst1q_f32(o + (size_t)i * D + d + 4 * r, a[i][r]);
+}
+
+/* Sixteen columns at a time; a head dim that is not a multiple of 16 (bitnet_b1_58-3B's
+ * is 100) ends with eight, then four, then single columns. Every column is the same sum in
+ * the same order as attn_scalar.c's. */
 static inline __attribute__((always_inline)) void pv_t(const attn_kv *kv, const float *p, int s0, int n, float *o,
                                                        const int type) {
     const int D = kv->D;
-    for (int d = 0; d < D; d += 16) {
-        float32x4_t a[ATTN_QB][4];
-        for (int i = 0; i < ATTN_QB; i++) a[i][0] = a[i][1] = a[i][2] = a[i][3] = vdupq_n_f32(0.0f);
-        for (int j = 0; j < n; j++) {
-            const size_t row = (size_t)(s0 + j) * D + d;
-            f32x8 v0 = load8(kv->v, row, type), v1 = load8(kv->v, row + 8, type);
-            for (int i = 0; i < ATTN_QB; i++) {
-                float32x4_t w = vdupq_n_f32(p[i * ATTN_CHUNK + j]);
-                a[i][0] = vaddq_f32(a[i][0], vmulq_f32(w, v0.lo));
-                a[i][1] = vaddq_f32(a[i][1], vmulq_f32(w, v0.hi));
-                a[i][2] = vaddq_f32(a[i][2], vmulq_f32(w, v1.lo));
-                a[i][3] = vaddq_f32(a[i][3], vmulq_f32(w, v1.hi));
+    int d = 0;
+    for (; d + 16 <= D; d += 16) pv_cols(kv, p, s0, n, o, d, 4, type);
+    if (d + 8 <= D) { pv_cols(kv, p, s0, n, o, d, 2, type); d += 8; }
+    if (d + 4 <= D) { pv_cols(kv, p, s0, n, o, d, 1, type); d += 4; }
+    for (; d < D; d++)
+        for (int i = 0; i < ATTN_QB; i++) {
+            float acc = 0.0f;
+            for (int j = 0; j < n; j++) {
+                const size_t at = (size_t)(s0 + j) * D + d;
+                const float v = type == ATTN_KV_F16 ? attn_f16_to_f32(((const uint16_t *)kv->v)[at])
+                              : type == ATTN_KV_Q8 ? (float)((const int8_t *)kv->v)[at] : ((const float *)kv->v)[at];
+                acc += p[i * ATTN_CHUNK + j] * v;
             }
+            o[(size_t)i * D + d] = acc;
         }
-        for (int i = 0; i < ATTN_QB; i++)
-            for (int r = 0; r < 4; r++) vst1q_f32(o + (size_t)i * D + d + 4 * r, a[i][r]);
-    }
 }
 
 void attn_pv_neon(const attn_kv *kv, const float *p, int s0, int n, float *o) {
