@@ -27,11 +27,14 @@ once if it is not)::
     4       u32   version (1)
     8       u32   header size (128)
     12      u32   total size of the blob in bytes
-    16      u32   model: 1 = SentencePiece (SPM), 2 = byte-level BPE
-    20      u32   pre-tokenizer: 0 none (SPM), 1 llama3 (LLaMA-3 / Falcon3 regex), 2 gpt2,
-                  3 qwen2 (llama3 with single digits), 4 starcoder (digits split, then gpt2)
+    16      u32   model: 1 = SentencePiece (SPM), 2 = byte-level BPE, 3 = WordPiece (WPM),
+                  4 = BPE on UTF-8 characters with "▁" spaces (BPE_UTF8, gemma4)
+    20      u32   pre-tokenizer (byte-level BPE only, else 0): 1 llama3 (LLaMA-3 / Falcon3
+                  regex), 2 gpt2, 3 qwen2 (llama3 with single digits), 4 starcoder (digits
+                  split, then gpt2), 5 deepseek-llm, 6 deepseek-coder, 7 falcon, 8 qwen35
     24      u32   flags: 1 add_bos, 2 add_eos, 4 add_space_prefix, 8 ignore_merges,
-                         16 spm_viterbi (unigram: best-score segmentation instead of merging)
+                         16 spm_viterbi (unigram: best-score segmentation instead of merging),
+                         32 lowercase, 64 strip_accents (WPM normalizer)
     28      i32   bos id      32 i32 eos id     36 i32 eot id
     40      i32   unk id      44 i32 pad id     (-1 = none)
     48      u32   n_tokens (V)
@@ -64,6 +67,9 @@ Which tokens the encoder may produce from ordinary text:
 * BPE: a token is matchable when every character of its text is in GPT-2's byte<->unicode
   table; its key is the raw bytes it stands for (= its decoded piece).  Merges are converted
   to id triples here; a merge whose parts or result are not tokens is dropped.
+* WPM and BPE_UTF8: normal/user-defined/unused tokens are looked up by their text ("▁" =
+  a space / a word start); they print with "▁" as a space.  BPE_UTF8's byte tokens are
+  <0xNN> only.
 """
 from __future__ import annotations
 

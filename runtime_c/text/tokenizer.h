@@ -1,4 +1,4 @@
-/* tokenizer.h: text <-> token ids for the two tokenizer families of GGUF ternary models.
+/* tokenizer.h: text <-> token ids for the tokenizer families of GGUF models.
  *
  *   SPM  (tokenizer.ggml.model = "llama"): SentencePiece vocabularies. The text gets a "▁"
  *        space prefix (add_space_prefix), spaces become "▁", then either
@@ -11,9 +11,17 @@
  *        Pieces that are no token fall back to byte tokens <0xNN> (or <unk>, consecutive
  *        unknown characters collapsing into one <unk> like sentencepiece).
  *   BPE  (tokenizer.ggml.model = "gpt2"): byte-level BPE. The text is cut into words by a
- *        hand-written scanner equivalent to the pre-tokenizer regex (LLaMA-3/Falcon3 or GPT-2),
- *        each word's bytes are merged by merge rank (ties: leftmost). With ignore_merges
- *        (LLaMA-3) a word that is itself a token is emitted directly.
+ *        hand-written scanner equivalent to the pre-tokenizer regex (LLaMA-3/Falcon3, GPT-2,
+ *        Qwen2, Qwen3.5, StarCoder) or by a chain of splits (deepseek-llm, deepseek-coder,
+ *        falcon), each word's bytes are merged by merge rank (ties: leftmost). With
+ *        ignore_merges (LLaMA-3) a word that is itself a token is emitted directly.
+ *   BPE_UTF8 ("gemma4"): spaces become "▁", the text is cut into newline runs and the rest,
+ *        and BPE merges start from the UTF-8 characters; text left without a token becomes
+ *        <0xNN> byte tokens.
+ *   WPM  ("bert"): WordPiece as llama.cpp does it: optional NFD-first-code-point + mark
+ *        stripping and lowercasing, words cut at whitespace, punctuation, ASCII symbols and
+ *        CJK ideographs; each word ("▁" + word) is the longest token at each position, or
+ *        one <unk> when some position has none.
  *
  * Special tokens (control, user-defined, unknown with a text) are cut out of the input as
  * whole strings before that, longest first, like llama.cpp: control/unknown tokens only when
