@@ -283,8 +283,9 @@ class Importer:
         if model is None:
             self.warnings.append("no tokenizer in the file: the binary will take and print token ids")
             return None
-        if not isinstance(model, str) or model not in ("llama", "gpt2"):
-            self.fail(f"tokenizer.ggml.model {model!r} is not supported (llama = SentencePiece, gpt2 = byte-level BPE)")
+        if not isinstance(model, str) or model not in ("llama", "gpt2", "bert", "gemma4"):
+            self.fail(f"tokenizer.ggml.model {model!r} is not supported (llama = SentencePiece, gpt2 = byte-level BPE, "
+                      "bert = WordPiece, gemma4 = BPE on UTF-8)")
         tokens = kv.get("tokenizer.ggml.tokens")
         if not isinstance(tokens, list) or not tokens:
             self.fail("tokenizer.ggml.tokens is missing or not a list of strings")
@@ -304,8 +305,8 @@ class Importer:
         merges = kv.get("tokenizer.ggml.merges")
         if merges is not None and not isinstance(merges, list):
             self.fail("tokenizer.ggml.merges should be a list of strings")
-        if model == "gpt2" and not merges:
-            self.fail("a gpt2 (BPE) tokenizer needs tokenizer.ggml.merges")
+        if model in ("gpt2", "gemma4") and not merges:
+            self.fail(f"a {model} (BPE) tokenizer needs tokenizer.ggml.merges")
 
         def tok_id(key):
             v = kv.get(key)
@@ -318,7 +319,8 @@ class Importer:
         pre = kv.get("tokenizer.ggml.pre")
         if pre is not None and not isinstance(pre, str):
             self.fail("tokenizer.ggml.pre should be a string")
-        for flag in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix"):
+        for flag in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix",
+                     "tokenizer.ggml.normalizer.lowercase", "tokenizer.ggml.normalizer.strip_accents"):
             if flag in kv and not isinstance(kv[flag], bool):
                 self.fail(f"{flag} should be a bool")
         if model == "gpt2" and pre is None:
@@ -328,16 +330,29 @@ class Importer:
         if eot < 0 and "<|eot_id|>" in tokens:
             eot = tokens.index("<|eot_id|>")
         tmpl = kv.get("tokenizer.chat_template")
+        bos, eos = tok_id("tokenizer.ggml.bos_token_id"), tok_id("tokenizer.ggml.eos_token_id")
+        add_bos = bool(kv.get("tokenizer.ggml.add_bos_token",
+                              model == "llama" or pre in ("llama-bpe", "llama3", "llama-v3", "falcon3")))
+        add_eos = bool(kv.get("tokenizer.ggml.add_eos_token", False))
+        if model == "bert":
+            # WordPiece (llama.cpp): [CLS] text [SEP] with the special tokens added
+            cls, sep = tok_id("tokenizer.ggml.cls_token_id"), tok_id("tokenizer.ggml.seperator_token_id")
+            bos = cls if cls >= 0 else bos
+            eos = sep if sep >= 0 else eos
+            add_bos, add_eos = bos >= 0, eos >= 0
+        if model == "gemma4" and not add_bos:
+            add_bos = True   # as llama.cpp: Gemma 4 always starts with <bos>
+            self.warnings.append("tokenizer.ggml.add_bos_token is false; gemma4 models need BOS, adding it")
         return TokenizerData(
             model=model, tokens=tokens, scores=scores, token_types=types, merges=merges, pre=pre,
-            bos_id=tok_id("tokenizer.ggml.bos_token_id"), eos_id=tok_id("tokenizer.ggml.eos_token_id"),
+            bos_id=bos, eos_id=eos,
             eot_id=eot, unk_id=tok_id("tokenizer.ggml.unknown_token_id"),
             pad_id=tok_id("tokenizer.ggml.padding_token_id"),
             # Without the key, llama.cpp adds BOS for SentencePiece and the LLaMA-3 family only.
-            add_bos=bool(kv.get("tokenizer.ggml.add_bos_token",
-                                model == "llama" or pre in ("llama-bpe", "llama3", "llama-v3", "falcon3"))),
-            add_eos=bool(kv.get("tokenizer.ggml.add_eos_token", False)),
+            add_bos=add_bos, add_eos=add_eos,
             add_space_prefix=bool(kv.get("tokenizer.ggml.add_space_prefix", model == "llama")),
+            lowercase=kv.get("tokenizer.ggml.normalizer.lowercase"),
+            strip_accents=kv.get("tokenizer.ggml.normalizer.strip_accents"),
             chat_template=tmpl if isinstance(tmpl, str) else None)
 
     # -- the whole model ----------------------------------------------------------------

@@ -95,7 +95,8 @@ class Layer:
 
 @dataclass
 class TokenizerData:
-    model: str                          # "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+    model: str                          # "llama" (SentencePiece), "gpt2" (byte-level BPE), "bert"
+                                        # (WordPiece) or "gemma4" (BPE on UTF-8 with "▁" spaces)
     tokens: list                        # list[str], id -> piece text
     scores: Optional[list] = None       # list[float] (SPM)
     token_types: Optional[list] = None  # list[int]: 1 normal, 2 unknown, 3 control, 4 user, 5 unused, 6 byte
@@ -109,6 +110,8 @@ class TokenizerData:
     add_bos: bool = True
     add_eos: bool = False
     add_space_prefix: bool = True       # SPM: prepend "▁" to the text
+    lowercase: Optional[bool] = None    # WordPiece normalizer (None = llama.cpp's default, True)
+    strip_accents: Optional[bool] = None  # WordPiece: NFD without marks (None = as lowercase)
     chat_template: Optional[str] = None
 
 

@@ -27,11 +27,14 @@ once if it is not)::
     4       u32   version (1)
     8       u32   header size (128)
     12      u32   total size of the blob in bytes
-    16      u32   model: 1 = SentencePiece (SPM), 2 = byte-level BPE
-    20      u32   pre-tokenizer: 0 none (SPM), 1 llama3 (LLaMA-3 / Falcon3 regex), 2 gpt2,
-                  3 qwen2 (llama3 with single digits), 4 starcoder (digits split, then gpt2)
+    16      u32   model: 1 = SentencePiece (SPM), 2 = byte-level BPE, 3 = WordPiece (WPM),
+                  4 = BPE on UTF-8 characters with "▁" spaces (BPE_UTF8, gemma4)
+    20      u32   pre-tokenizer (byte-level BPE only, else 0): 1 llama3 (LLaMA-3 / Falcon3
+                  regex), 2 gpt2, 3 qwen2 (llama3 with single digits), 4 starcoder (digits
+                  split, then gpt2), 5 deepseek-llm, 6 deepseek-coder, 7 falcon, 8 qwen35
     24      u32   flags: 1 add_bos, 2 add_eos, 4 add_space_prefix, 8 ignore_merges,
-                         16 spm_viterbi (unigram: best-score segmentation instead of merging)
+                         16 spm_viterbi (unigram: best-score segmentation instead of merging),
+                         32 lowercase, 64 strip_accents (WPM normalizer)
     28      i32   bos id      32 i32 eos id     36 i32 eot id
     40      i32   unk id      44 i32 pad id     (-1 = none)
     48      u32   n_tokens (V)
@@ -64,6 +67,9 @@ Which tokens the encoder may produce from ordinary text:
 * BPE: a token is matchable when every character of its text is in GPT-2's byte<->unicode
   table; its key is the raw bytes it stands for (= its decoded piece).  Merges are converted
   to id triples here; a merge whose parts or result are not tokens is dropped.
+* WPM and BPE_UTF8: normal/user-defined/unused tokens are looked up by their text ("▁" =
+  a space / a word start); they print with "▁" as a space.  BPE_UTF8's byte tokens are
+  <0xNN> only.
 """
 from __future__ import annotations
 
@@ -96,18 +102,26 @@ HEADER_SIZE = C_ENUMS["TOKB_HEADER_SIZE"]
 
 MODEL_SPM = C_ENUMS["TOKENIZER_SPM"]
 MODEL_BPE = C_ENUMS["TOKENIZER_BPE"]
+MODEL_WPM = C_ENUMS["TOKENIZER_WPM"]              # WordPiece (GGUF "bert")
+MODEL_BPE_UTF8 = C_ENUMS["TOKENIZER_BPE_UTF8"]    # BPE on UTF-8 characters, "▁" spaces (GGUF "gemma4")
 
 PRE_NONE = C_ENUMS["TOKENIZER_PRE_NONE"]
 PRE_LLAMA3 = C_ENUMS["TOKENIZER_PRE_LLAMA3"]
 PRE_GPT2 = C_ENUMS["TOKENIZER_PRE_GPT2"]
 PRE_QWEN2 = C_ENUMS["TOKENIZER_PRE_QWEN2"]            # LLaMA-3 regex with single digits
 PRE_STARCODER = C_ENUMS["TOKENIZER_PRE_STARCODER"]    # digits split off one by one, then the GPT-2 regex
+PRE_DEEPSEEK_LLM = C_ENUMS["TOKENIZER_PRE_DEEPSEEK_LLM"]
+PRE_DEEPSEEK_CODER = C_ENUMS["TOKENIZER_PRE_DEEPSEEK_CODER"]
+PRE_FALCON = C_ENUMS["TOKENIZER_PRE_FALCON"]          # punctuation runs, GPT-2 regex, 3-digit groups
+PRE_QWEN35 = C_ENUMS["TOKENIZER_PRE_QWEN35"]          # Qwen2's regex with marks as letters
 
 FLAG_ADD_BOS = C_ENUMS["TOKB_FLAG_ADD_BOS"]
 FLAG_ADD_EOS = C_ENUMS["TOKB_FLAG_ADD_EOS"]
 FLAG_ADD_SPACE_PREFIX = C_ENUMS["TOKB_FLAG_ADD_SPACE_PREFIX"]
 FLAG_IGNORE_MERGES = C_ENUMS["TOKB_FLAG_IGNORE_MERGES"]
 FLAG_SPM_VITERBI = C_ENUMS["TOKB_FLAG_SPM_VITERBI"]
+FLAG_LOWERCASE = C_ENUMS["TOKB_FLAG_LOWERCASE"]
+FLAG_STRIP_ACCENTS = C_ENUMS["TOKB_FLAG_STRIP_ACCENTS"]
 
 T_NORMAL, T_UNKNOWN, T_CONTROL, T_USER, T_UNUSED, T_BYTE = (
     C_ENUMS[f"TOKEN_{n}"] for n in ("NORMAL", "UNKNOWN", "CONTROL", "USER_DEFINED", "UNUSED", "BYTE"))
@@ -123,7 +137,12 @@ PRE_TOKENIZERS = {
     "qwen2": (PRE_QWEN2, False), "deepseek-r1-qwen": (PRE_QWEN2, False), "stablelm2": (PRE_QWEN2, False),
     "starcoder": (PRE_STARCODER, False), "refact": (PRE_STARCODER, False),
     "smollm": (PRE_STARCODER, False), "command-r": (PRE_STARCODER, False),
+    "deepseek-llm": (PRE_DEEPSEEK_LLM, False), "deepseek-coder": (PRE_DEEPSEEK_CODER, False),
+    "falcon": (PRE_FALCON, False), "qwen35": (PRE_QWEN35, False),
 }
+
+# tokenizer.ggml.model values pack_tokenizer accepts.
+MODELS = ("llama", "gpt2", "bert", "gemma4")
 
 # Token texts that end a generation when they are control tokens (besides eos / eot ids).
 EOG_TEXTS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|end|>",
@@ -215,6 +234,15 @@ def _bpe_tables(tok: TokenizerData, types: list):
     for i, text in enumerate(tok.tokens):
         index[text] = i
     byte_tokens = [index.get(b2u[b], -1) for b in range(256)]
+    return pieces, nomatch, byte_tokens, _merge_triples(tok)
+
+
+def _merge_triples(tok: TokenizerData) -> list:
+    """Merges "a b" as (left id, right id, merged id) by token text; a merge whose parts or
+    result are not tokens is dropped, as is a repeated pair."""
+    index = {}
+    for i, text in enumerate(tok.tokens):
+        index[text] = i
     merges, seen = [], set()
     for m in tok.merges or []:
         pos = m.find(" ", 1)
@@ -226,7 +254,7 @@ def _bpe_tables(tok: TokenizerData, types: list):
             continue
         seen.add((ia, ib))
         merges.append((ia, ib, ic))
-    return pieces, nomatch, byte_tokens, merges
+    return merges
 
 
 def _looks_unigram(tok: TokenizerData, types: list) -> bool:
@@ -248,8 +276,8 @@ def pack_tokenizer(tok: TokenizerData, spm_algorithm: str = "auto", ignore_merge
     sentencepiece's unigram segmentation (best total score), "auto" = viterbi when the normal
     pieces' scores are not all integers (a unigram model), else merge.
     """
-    if tok.model not in ("llama", "gpt2"):
-        raise TokenizerPackError(f"tokenizer model {tok.model!r} is not supported (llama or gpt2)")
+    if tok.model not in MODELS:
+        raise TokenizerPackError(f"tokenizer model {tok.model!r} is not supported ({', '.join(MODELS)})")
     n = len(tok.tokens)
     if n == 0:
         raise TokenizerPackError("the vocabulary is empty")
@@ -284,6 +312,24 @@ def pack_tokenizer(tok: TokenizerData, spm_algorithm: str = "auto", ignore_merge
         scores = [float(s) for s in tok.scores] if tok.scores is not None else [0.0] * n
         for i, ty in enumerate(types):
             nomatch[i] = ty not in (T_NORMAL, T_USER, T_UNUSED, T_BYTE) or not tok.tokens[i]
+    elif tok.model in ("bert", "gemma4"):
+        # WordPiece: tokens are looked up by their text ("▁" marks a word start); gemma4: BPE
+        # on that text with <0xNN> byte fallback. Both print "▁" as a space.
+        model, pre = (MODEL_WPM, PRE_NONE) if tok.model == "bert" else (MODEL_BPE_UTF8, PRE_NONE)
+        if tok.model == "bert":
+            lower = True if tok.lowercase is None else bool(tok.lowercase)
+            strip = lower if tok.strip_accents is None else bool(tok.strip_accents)
+            flags |= (FLAG_LOWERCASE if lower else 0) | (FLAG_STRIP_ACCENTS if strip else 0)
+        else:
+            if not tok.merges:
+                raise TokenizerPackError("a gemma4 tokenizer needs merges")
+            merges = _merge_triples(tok)
+        pieces, byte_tokens = _spm_tables(tok, types)
+        if tok.model == "gemma4":
+            index = {t: i for i, t in enumerate(tok.tokens)}
+            byte_tokens = [index.get("<0x%02X>" % b, -1) for b in range(256)]
+        for i, ty in enumerate(types):
+            nomatch[i] = ty not in (T_NORMAL, T_USER, T_UNUSED) or not tok.tokens[i]
     else:
         model = MODEL_BPE
         pre_name = tok.pre
@@ -424,7 +470,9 @@ def unicode_tables_c() -> str:
         " * tokenizer_unicode_ranges[i] = (first code point << 8) | flags; a run lasts until the",
         " * next entry's first code point. Flags: 1 letter (L*), 2 number (N*), 4 White_Space,",
         " * 8 mark (M*), 16 punctuation (P*), 32 symbol (S*), 64 separator (Z*), 128 other (C*).",
-        " * tokenizer_unicode_latin1[c] = flags of code point c < 256 (fast path). */",
+        " * tokenizer_unicode_latin1[c] = flags of code point c < 256 (fast path).",
+        " * tokenizer_unicode_lower / _nfd: sorted (code point, mapped) pairs: the simple lowercase",
+        " * mapping and the first code point of the canonical decomposition (WordPiece normalizer). */",
         "#include <stdint.h>",
         "",
         f"const uint32_t tokenizer_unicode_n_ranges = {len(ranges)};",
@@ -447,7 +495,43 @@ def unicode_tables_c() -> str:
         lines.append("    " + ", ".join("%3d" % v for v in vals[i:i + 16]) + ",")
     lines.append("};")
     lines.append("")
+    for name, pairs in (("lower", unicode_lower_pairs()), ("nfd", unicode_nfd_pairs())):
+        lines.append(f"const uint32_t tokenizer_unicode_n_{name} = {len(pairs)};")
+        lines.append(f"const uint32_t tokenizer_unicode_{name}[{2 * len(pairs)}] = {{")
+        for i in range(0, len(pairs), 6):
+            lines.append("    " + " ".join("0x%05x, 0x%05x," % p for p in pairs[i:i + 6]))
+        lines.append("};")
+        lines.append("")
     return "\n".join(lines)
+
+
+def unicode_lower_pairs() -> list:
+    """[(code point, its lowercase)] for every code point whose simple lowercase mapping differs
+    (U+0130, whose full lowercase is two characters, maps to its first: i)."""
+    out = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        low = chr(cp).lower()
+        if low != chr(cp):
+            out.append((cp, ord(low[0])))
+    return out
+
+
+def unicode_nfd_pairs() -> list:
+    """[(code point, first code point of its NFD)] for every character with a canonical
+    decomposition (BERT's accent stripping keeps that base and drops the marks after it).
+    Hangul syllables (algorithmic decomposition) are left to the C code."""
+    out = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith("<"):
+            first = ord(unicodedata.normalize("NFD", chr(cp))[0])
+            if first != cp:
+                out.append((cp, first))
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: print the tables

@@ -12,6 +12,12 @@
 extern const uint32_t tokenizer_unicode_n_ranges;
 extern const uint32_t tokenizer_unicode_ranges[];
 extern const uint8_t tokenizer_unicode_latin1[256];
+/* Sorted (code point, mapped code point) pairs: the simple lowercase mapping, and the first
+ * code point of the canonical decomposition (NFD) of every character that has one. */
+extern const uint32_t tokenizer_unicode_n_lower;
+extern const uint32_t tokenizer_unicode_lower[];
+extern const uint32_t tokenizer_unicode_n_nfd;
+extern const uint32_t tokenizer_unicode_nfd[];
 
 #define HEADER_SIZE ((uint32_t)TOKB_HEADER_SIZE)
 #define TYPE_MASK 0x07u
@@ -23,6 +29,10 @@ extern const uint8_t tokenizer_unicode_latin1[256];
 #define U_LETTER 1u
 #define U_NUMBER 2u
 #define U_SPACE 4u
+#define U_MARK 8u
+#define U_PUNCT 16u
+#define U_SYMBOL 32u
+#define U_OTHER 128u
 
 static const unsigned char SPACE_MARK[3] = {0xE2, 0x96, 0x81};   /* "▁" U+2581 */
 
@@ -87,10 +97,10 @@ static uint32_t table_size(uint32_t n) {   /* power of two >= 2n, at least 16 */
     return s;
 }
 
-/* The bytes a token is looked up by: SPM its text ("▁the"), BPE the raw bytes it stands
- * for (its printed piece). */
+/* The bytes a token is looked up by: SPM, WPM and BPE_UTF8 its text ("▁the"), byte-level BPE
+ * the raw bytes it stands for (its printed piece). */
 static const unsigned char *match_key(const Tokenizer *t, int id, size_t *len) {
-    if (t->model == TOKENIZER_SPM) {
+    if (t->model != TOKENIZER_BPE) {
         *len = t->text_offs[id + 1] - t->text_offs[id];
         return t->text_pool + t->text_offs[id];
     }
@@ -170,6 +180,8 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
     t->add_space_prefix = (flags & TOKB_FLAG_ADD_SPACE_PREFIX) != 0;
     t->ignore_merges = (flags & TOKB_FLAG_IGNORE_MERGES) != 0;
     t->spm_viterbi = (flags & TOKB_FLAG_SPM_VITERBI) != 0;
+    t->lowercase = (flags & TOKB_FLAG_LOWERCASE) != 0;
+    t->strip_accents = (flags & TOKB_FLAG_STRIP_ACCENTS) != 0;
     t->bos_id = rd32s(h + TOKB_BOS);
     t->eos_id = rd32s(h + TOKB_EOS);
     t->eot_id = rd32s(h + TOKB_EOT);
@@ -184,8 +196,9 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
     uint32_t o_chat = rd32(h + TOKB_O_CHAT), n_chat = rd32(h + TOKB_N_CHAT);
 
     int bad = 0;
-    bad |= (t->model != TOKENIZER_SPM && t->model != TOKENIZER_BPE);
-    bad |= (t->model == TOKENIZER_BPE && (t->pre < TOKENIZER_PRE_LLAMA3 || t->pre > TOKENIZER_PRE_STARCODER));
+    bad |= (t->model < TOKENIZER_SPM || t->model > TOKENIZER_BPE_UTF8);
+    bad |= (t->model == TOKENIZER_BPE && (t->pre < TOKENIZER_PRE_LLAMA3 || t->pre > TOKENIZER_PRE_QWEN35));
+    bad |= (t->model != TOKENIZER_BPE && t->pre != TOKENIZER_PRE_NONE);
     bad |= (V == 0 || V >= (1u << 30) || M >= (1u << 24));
     bad |= !section_ok(o_text, (uint64_t)V + 1, 4, total) || !section_ok(o_piece, (uint64_t)V + 1, 4, total);
     bad |= !section_ok(o_types, V, 1, total) || !section_ok(o_merges, 3ull * M, 4, total);
@@ -237,6 +250,8 @@ int tokenizer_init(Tokenizer *t, const unsigned char *blob, size_t blob_len) {
     for (uint32_t i = 0; i < V; i++) {
         uint32_t pl = t->piece_offs[i + 1] - t->piece_offs[i];
         if ((int)pl > t->max_piece_len) t->max_piece_len = (int)pl;
+        uint32_t tl = t->text_offs[i + 1] - t->text_offs[i];
+        if (!(t->types[i] & TYPE_NOMATCH) && (int)tl > t->max_token_bytes) t->max_token_bytes = (int)tl;
         uint32_t ty = t->types[i] & TYPE_MASK;
         if (t->scores && ty == TOKEN_NORMAL) {
             float s = t->scores[i];
@@ -729,13 +744,16 @@ static void spm_viterbi(const Tokenizer *t, const unsigned char *buf, size_t n, 
 }
 
 /* ===================================================================================== */
-/* Byte-level BPE                                                                         */
+/* BPE pre-tokenizers                                                                     */
 /* ===================================================================================== */
 
 static int is_l(const Char *c) { return (c->flags & U_LETTER) != 0; }
 static int is_n(const Char *c) { return (c->flags & U_NUMBER) != 0; }
 static int is_s(const Char *c) { return (c->flags & U_SPACE) != 0; }
+static int is_p(const Char *c) { return (c->flags & U_PUNCT) != 0; }
+static int is_lm(const Char *c) { return (c->flags & (U_LETTER | U_MARK)) != 0; }
 static int is_other(const Char *c) { return (c->flags & (U_LETTER | U_NUMBER | U_SPACE)) == 0; }
+static int is_other_m(const Char *c) { return (c->flags & (U_LETTER | U_NUMBER | U_SPACE | U_MARK)) == 0; }
 static int is_crlf(const Char *c) { return c->cp == '\r' || c->cp == '\n'; }
 
 /* Case-folded ASCII letter for the (?i:'s|'t|...) contractions (U+017F LONG S folds to s). */
@@ -759,8 +777,11 @@ static int scan_space(const Char *c, int i, int n, int crlf_rule) {
 
 /* One word of the LLaMA-3 regex starting at c[i]; returns its end (> i).
  * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*
- * |\s*[\r\n]+|\s+(?!\S)|\s+   (max_digits 3; Qwen2's regex is the same with \p{N}: 1) */
-static int scan_llama3(const Char *c, int i, int n, int max_digits) {
+ * |\s*[\r\n]+|\s+(?!\S)|\s+   (max_digits 3; Qwen2's regex is the same with \p{N}: 1).
+ * marks (Qwen3.5): letters are [\p{L}\p{M}] and the symbol run [^\s\p{L}\p{M}\p{N}]. */
+static int scan_llama3(const Char *c, int i, int n, int max_digits, int marks) {
+    int (*letter)(const Char *) = marks ? is_lm : is_l;
+    int (*other)(const Char *) = marks ? is_other_m : is_other;
     if (c[i].cp == '\'' && i + 1 < n) {
         uint32_t a = fold(c[i + 1].cp);    /* Qwen2's tokenizer.json has the same (?i:...) */
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
@@ -770,9 +791,9 @@ static int scan_llama3(const Char *c, int i, int n, int max_digits) {
         }
     }
     int j;
-    if (is_l(&c[i]) || (!is_crlf(&c[i]) && !is_n(&c[i]) && i + 1 < n && is_l(&c[i + 1]))) {
+    if (letter(&c[i]) || (!is_crlf(&c[i]) && !is_n(&c[i]) && i + 1 < n && letter(&c[i + 1]))) {
         j = i + 1;
-        while (j < n && is_l(&c[j])) j++;
+        while (j < n && letter(&c[j])) j++;
         return j;
     }
     if (is_n(&c[i])) {
@@ -780,9 +801,9 @@ static int scan_llama3(const Char *c, int i, int n, int max_digits) {
         while (j < n && j < i + max_digits && is_n(&c[j])) j++;
         return j;
     }
-    j = (c[i].cp == ' ' && i + 1 < n && is_other(&c[i + 1])) ? i + 1 : i;
-    if (is_other(&c[j])) {
-        while (j < n && is_other(&c[j])) j++;
+    j = (c[i].cp == ' ' && i + 1 < n && other(&c[i + 1])) ? i + 1 : i;
+    if (other(&c[j])) {
+        while (j < n && other(&c[j])) j++;
         while (j < n && is_crlf(&c[j])) j++;
         return j;
     }
@@ -810,16 +831,195 @@ static int scan_gpt2(const Char *c, int i, int n) {
     return scan_space(c, i, n, 0);
 }
 
+/* ---- chains of splits (deepseek-llm, deepseek-coder, falcon) ------------------------- *
+ * The words are kept as a boundary bitmap over the characters (bnd[i] = a word starts at
+ * i; bnd[0] = bnd[n] = 1). Every stage looks at each current word on its own and adds
+ * boundaries around the leftmost non-overlapping matches of its pattern in it (the text
+ * between matches stays a word too): llama.cpp's regex splits, HF's Split(..., isolated).
+ * The patterns are llama.cpp's; where they are std::regex ones with explicit character
+ * ranges, a non-ASCII space never matches a range (llama.cpp hands std::wregex such
+ * characters as U+000B), and \s is the White_Space property. */
+
+/* Length of a match of the stage's pattern at c[i] (word end n), 0 = none. */
+typedef int (*MatchFn)(const Char *c, int i, int n);
+
+static void stage_isolate(const Char *c, int nc, uint8_t *bnd, MatchFn match) {
+    for (int a = 0; a < nc;) {
+        int b = a + 1;
+        while (b < nc && !bnd[b]) b++;
+        for (int i = a; i < b;) {
+            int len = match(c, i, b);
+            if (len > 0) { bnd[i] = 1; bnd[i + len] = 1; i += len; }
+            else i++;
+        }
+        a = b;
+    }
+}
+
+/* A stage that cuts every word completely into the words of a scanner (the GPT-2 regex). */
+static void stage_scan_gpt2(const Char *c, int nc, uint8_t *bnd) {
+    for (int a = 0; a < nc;) {
+        int b = a + 1;
+        while (b < nc && !bnd[b]) b++;
+        for (int i = a; i < b;) { i = scan_gpt2(c, i, b); bnd[i] = 1; }
+        a = b;
+    }
+}
+
+/* \s+$ : the whitespace that ends a word. */
+static void stage_trailing_space(const Char *c, int nc, uint8_t *bnd) {
+    for (int a = 0; a < nc;) {
+        int b = a + 1;
+        while (b < nc && !bnd[b]) b++;
+        int k = b;
+        while (k > a && is_s(&c[k - 1])) k--;
+        if (k < b) bnd[k] = 1;
+        a = b;
+    }
+}
+
+static int in_ranges(uint32_t cp, const uint32_t *r, int n_pairs) {
+    int lo = 0, hi = n_pairs;          /* first pair whose last code point >= cp */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (r[2 * mid + 1] < cp) lo = mid + 1; else hi = mid;
+    }
+    return lo < n_pairs && r[2 * lo] <= cp;
+}
+
+/* A character of an explicit-range class (a non-ASCII space is never one, see above). */
+static int ranged(const Char *c, const uint32_t *r, int n_pairs) {
+    if (c->cp >= 0x80 && (c->flags & U_SPACE)) return 0;
+    return c->cp != CP_INVALID && in_ranges(c->cp, r, n_pairs);
+}
+
+/* deepseek-llm's letters (its tokenizer.json): Latin, Greek, Cyrillic, Armenian, Georgian,
+ * Cherokee, Glagolitic, Coptic, Deseret, Osage, Old Hungarian, Warang Citi, Adlam, ... */
+static const uint32_t DS_LETTERS[] = {
+    0x41, 0x5A, 0x61, 0x7A, 0xB5, 0xB5, 0xC0, 0xD6, 0xD8, 0xF6, 0xF8, 0x1BA, 0x1BC, 0x1BF,
+    0x1C4, 0x293, 0x295, 0x2AF, 0x370, 0x373, 0x376, 0x377, 0x37B, 0x37D, 0x37F, 0x37F,
+    0x386, 0x386, 0x388, 0x38A, 0x38C, 0x38C, 0x38E, 0x3A1, 0x3A3, 0x3F5, 0x3F7, 0x481,
+    0x48A, 0x52F, 0x531, 0x556, 0x10A0, 0x10C5, 0x13A0, 0x13F5, 0x13F8, 0x13FD, 0x1C90, 0x1CBA,
+    0x1CBD, 0x1CBF, 0x1D00, 0x1D2B, 0x1D6B, 0x1D77, 0x1D79, 0x1D9A, 0x1E00, 0x1F15, 0x1F18, 0x1F1D,
+    0x1F20, 0x1F45, 0x1F48, 0x1F4D, 0x1F50, 0x1F57, 0x1F59, 0x1F59, 0x1F5B, 0x1F5B, 0x1F5D, 0x1F5D,
+    0x1F5F, 0x1F7D, 0x1F80, 0x1FB4, 0x1FB6, 0x1FBC, 0x1FBE, 0x1FBE, 0x1FC2, 0x1FC4, 0x1FC6, 0x1FCC,
+    0x1FD0, 0x1FD3, 0x1FD6, 0x1FDB, 0x1FE0, 0x1FEC, 0x1FF2, 0x1FF4, 0x1FF6, 0x1FFC, 0x2102, 0x2102,
+    0x2107, 0x2107, 0x210A, 0x2113, 0x2115, 0x2115, 0x2119, 0x211D, 0x2124, 0x2124, 0x2126, 0x2126,
+    0x2128, 0x2128, 0x212A, 0x212D, 0x212F, 0x2134, 0x2139, 0x2139, 0x213C, 0x213F, 0x2145, 0x2149,
+    0x214E, 0x214E, 0x2183, 0x2184, 0x2C00, 0x2C7B, 0x2C7E, 0x2CE4, 0x2CEB, 0x2CEE, 0x2CF2, 0x2CF3,
+    0xA640, 0xA66D, 0xA680, 0xA69B, 0xA722, 0xA76F, 0xA771, 0xA787, 0xA78B, 0xA78E, 0xAB70, 0xABBF,
+    0xFB00, 0xFB06, 0xFB13, 0xFB17, 0xFF21, 0xFF3A, 0xFF41, 0xFF5A, 0x10400, 0x1044F, 0x104B0, 0x104D3,
+    0x104D8, 0x104FB, 0x10C80, 0x10CB2, 0x10CC0, 0x10CF2, 0x118A0, 0x118DF, 0x1E900, 0x1E943,
+};
+/* deepseek-llm's punctuation: ASCII !-/ :-~ (letters included), full-width ！-／ ：-～,
+ * quotation marks U+2018-U+201F, U+3000-U+3002. */
+static const uint32_t DS_PUNCT[] = {
+    0x21, 0x2F, 0x3A, 0x7E, 0x2018, 0x201F, 0x3000, 0x3002, 0xFF01, 0xFF0F, 0xFF1A, 0xFF5E,
+};
+/* Both deepseek families: CJK U+4E00-U+9FA5, U+0800-U+4E00 and Hangul U+AC00-U+D7FF. */
+static const uint32_t DS_CJK[] = {0x800, 0x9FA5, 0xAC00, 0xD7FF};
+
+#define NPAIRS(a) ((int)(sizeof(a) / sizeof(a[0]) / 2))
+
+static int m_crlf(const Char *c, int i, int n) { (void)n; return is_crlf(&c[i]); }
+
+/* \s?X+ for a class X given as a predicate */
+static int m_space_run(const Char *c, int i, int n, int (*x)(const Char *)) {
+    int j = i;
+    if (is_s(&c[j]) && j + 1 < n && x(&c[j + 1])) j++;
+    if (!x(&c[j])) return 0;
+    while (j < n && x(&c[j])) j++;
+    return j - i;
+}
+
+static int x_ds_letter(const Char *c) { return ranged(c, DS_LETTERS, NPAIRS(DS_LETTERS)); }
+static int x_ds_punct(const Char *c) { return ranged(c, DS_PUNCT, NPAIRS(DS_PUNCT)); }
+static int m_ds_letters(const Char *c, int i, int n) { return m_space_run(c, i, n, x_ds_letter); }
+static int m_ds_punct(const Char *c, int i, int n) { return m_space_run(c, i, n, x_ds_punct); }
+static int m_letters(const Char *c, int i, int n) { return m_space_run(c, i, n, is_l); }
+static int m_punct(const Char *c, int i, int n) { return m_space_run(c, i, n, is_p); }
+
+static int m_cjk(const Char *c, int i, int n) {
+    int j = i;
+    while (j < n && ranged(&c[j], DS_CJK, NPAIRS(DS_CJK))) j++;
+    return j - i;
+}
+
+static int m_digit(const Char *c, int i, int n) { (void)n; return is_n(&c[i]); }
+
+static int m_digits(const Char *c, int i, int n) {
+    int j = i;
+    while (j < n && is_n(&c[j])) j++;
+    return j - i;
+}
+
+/* falcon: [\p{P}\$\+<=>\^~\|`]+ */
+static int x_falcon_punct(const Char *c) {
+    uint32_t p = c->cp;
+    return is_p(c) || p == '$' || p == '+' || p == '<' || p == '=' || p == '>' || p == '^' ||
+           p == '~' || p == '|' || p == '`';
+}
+
+static int m_falcon_punct(const Char *c, int i, int n) {
+    int j = i;
+    while (j < n && x_falcon_punct(&c[j])) j++;
+    return j - i;
+}
+
+/* [0-9][0-9][0-9] */
+static int m_three_digits(const Char *c, int i, int n) {
+    if (i + 3 > n) return 0;
+    for (int k = 0; k < 3; k++)
+        if (c[i + k].cp < '0' || c[i + k].cp > '9') return 0;
+    return 3;
+}
+
+/* Sets bnd[0..nc] to the words of a chain pre-tokenizer. */
+static void chain_split(int pre, const Char *c, int nc, uint8_t *bnd) {
+    memset(bnd, 0, (size_t)nc + 1);
+    bnd[0] = 1;
+    bnd[nc] = 1;
+    if (nc == 0) return;
+    switch (pre) {
+    case TOKENIZER_PRE_DEEPSEEK_LLM:
+        stage_isolate(c, nc, bnd, m_crlf);
+        stage_isolate(c, nc, bnd, m_ds_letters);
+        stage_isolate(c, nc, bnd, m_ds_punct);
+        stage_trailing_space(c, nc, bnd);
+        stage_isolate(c, nc, bnd, m_cjk);
+        stage_isolate(c, nc, bnd, m_digits);
+        break;
+    case TOKENIZER_PRE_DEEPSEEK_CODER:
+        stage_isolate(c, nc, bnd, m_crlf);
+        stage_isolate(c, nc, bnd, m_letters);
+        stage_isolate(c, nc, bnd, m_punct);
+        stage_isolate(c, nc, bnd, m_cjk);
+        stage_isolate(c, nc, bnd, m_digit);
+        break;
+    default: /* TOKENIZER_PRE_FALCON */
+        stage_isolate(c, nc, bnd, m_falcon_punct);
+        stage_scan_gpt2(c, nc, bnd);
+        stage_isolate(c, nc, bnd, m_three_digits);
+        break;
+    }
+}
+
+/* ===================================================================================== */
+/* BPE                                                                                    */
+/* ===================================================================================== */
+
 typedef struct {
     int32_t prev, next;
-    int32_t id;             /* current token of the symbol, -1 = a byte without a token */
+    int32_t id;             /* current token of the symbol, -1 = text without a token */
     int32_t alive;
+    int32_t start, len;     /* its bytes in the word */
 } BpeSym;
 
 typedef struct {
     Char *chars;            /* (fragment bytes) */
     BpeSym *syms;           /* (longest word bytes) */
     Cand *heap;             /* (3 * longest word bytes) */
+    uint8_t *bnd;           /* (fragment bytes + 1) word boundaries of chain pre-tokenizers */
 } BpeScratch;
 
 static void bpe_try_pair(const Tokenizer *t, BpeSym *s, Heap *h, int left, int right) {
@@ -830,25 +1030,35 @@ static void bpe_try_pair(const Tokenizer *t, BpeSym *s, Heap *h, int left, int r
     heap_push(h, c);
 }
 
-/* One pre-tokenized word (raw bytes): merge its bytes by rank, lowest first, leftmost first. */
+/* One pre-tokenized word (raw bytes): merge its symbols by rank, lowest first, leftmost
+ * first. Byte-level BPE starts from one symbol per byte; BPE_UTF8 from one per character
+ * (the character's token, or none), and text left without a token becomes <0xNN> tokens. */
 static void bpe_word(const Tokenizer *t, const unsigned char *w, size_t n, BpeScratch *sc, Emit *e) {
     if (t->ignore_merges) {
         int id = vocab_lookup(t, w, n);
         if (id >= 0) { emit(e, id); return; }
     }
-    if (n == 1) {
+    int utf8 = t->model == TOKENIZER_BPE_UTF8;
+    if (n == 1 && !utf8) {
         if (t->byte_tokens[w[0]] >= 0) emit(e, t->byte_tokens[w[0]]);
         return;
     }
     BpeSym *s = sc->syms;
-    for (size_t i = 0; i < n; i++) {
-        s[i].prev = (int32_t)i - 1;
-        s[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
-        s[i].id = t->byte_tokens[w[i]];
-        s[i].alive = 1;
+    int ns = 0;
+    for (size_t i = 0; i < n; ns++) {
+        int len = utf8 ? char_len(w + i, n - i) : 1;
+        s[ns].prev = ns - 1;
+        s[ns].next = ns + 1;
+        s[ns].id = utf8 ? vocab_lookup(t, w + i, (size_t)len) : t->byte_tokens[w[i]];
+        s[ns].alive = 1;
+        s[ns].start = (int32_t)i;
+        s[ns].len = len;
+        i += (size_t)len;
     }
+    if (ns == 0) return;
+    s[ns - 1].next = -1;
     Heap h = {sc->heap, 0};
-    for (size_t i = 1; i < n; i++) bpe_try_pair(t, s, &h, (int)i - 1, (int)i);
+    for (int i = 1; i < ns; i++) bpe_try_pair(t, s, &h, i - 1, i);
     while (h.n > 0) {
         Cand c = heap_pop(&h);
         BpeSym *l = &s[c.left];
@@ -857,14 +1067,126 @@ static void bpe_word(const Tokenizer *t, const unsigned char *w, size_t n, BpeSc
         const uint32_t *m = t->merges + 3 * (size_t)c.size;
         if ((uint32_t)l->id != m[0] || (uint32_t)r->id != m[1]) continue;
         l->id = c.id;
+        l->len += r->len;
         r->alive = 0;
         l->next = r->next;
         if (r->next >= 0) s[r->next].prev = c.left;
         bpe_try_pair(t, s, &h, l->prev, c.left);
         bpe_try_pair(t, s, &h, c.left, l->next);
     }
-    for (int i = 0; i >= 0; i = s[i].next)
-        if (s[i].id >= 0) emit(e, s[i].id);      /* bytes without a token are dropped */
+    for (int i = 0; i >= 0; i = s[i].next) {
+        if (s[i].id >= 0) emit(e, s[i].id);
+        else if (utf8)                              /* byte fallback; bytes without one are dropped */
+            for (int32_t k = 0; k < s[i].len; k++) {
+                int id = t->byte_tokens[w[s[i].start + k]];
+                if (id >= 0) emit(e, id);
+            }
+        /* byte-level: a byte without a token is dropped */
+    }
+}
+
+/* BPE_UTF8 (gemma4): spaces become "▁", the text is cut into runs of newlines and runs of
+ * everything else; a run of newlines that is a token is emitted as it is. */
+static void bpe_utf8_fragment(const Tokenizer *t, const unsigned char *src, size_t n, unsigned char *buf,
+                              BpeScratch *sc, Emit *e) {
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (src[k] == ' ') { memcpy(buf + m, SPACE_MARK, 3); m += 3; }
+        else buf[m++] = src[k];
+    }
+    for (size_t a = 0; a < m;) {
+        int nl = buf[a] == '\n';
+        size_t b = a + 1;
+        while (b < m && (buf[b] == '\n') == nl) b++;
+        int id = nl ? vocab_lookup(t, buf + a, b - a) : -1;
+        if (id >= 0) emit(e, id);
+        else bpe_word(t, buf + a, b - a, sc, e);
+        a = b;
+    }
+}
+
+/* ===================================================================================== */
+/* WordPiece (WPM)                                                                        */
+/* ===================================================================================== */
+
+static uint32_t map_cp(const uint32_t *pairs, uint32_t n, uint32_t cp) {
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (pairs[2 * mid] < cp) lo = mid + 1; else hi = mid;
+    }
+    return lo < n && pairs[2 * lo] == cp ? pairs[2 * lo + 1] : cp;
+}
+
+/* BERT's CJK ideograph blocks (as HF tokenizers has them, U+2B920 included) */
+static int is_cjk_ideograph(uint32_t cp) {
+    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
+           (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B73F) ||
+           (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B920 && cp <= 0x2CEAF) ||
+           (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
+
+static size_t put_utf8(unsigned char *o, uint32_t cp) {
+    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* One word w[0..n) (starting with "▁"): the longest token at each position; a word with a
+ * position no token covers becomes one <unk>. */
+static void wpm_word(const Tokenizer *t, const unsigned char *w, size_t n, Emit *e) {
+    int mark = e->count;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + (size_t)t->max_token_bytes < n ? i + (size_t)t->max_token_bytes : n;
+        int id = -1;
+        for (; j > i; j--)
+            if ((id = vocab_lookup(t, w + i, j - i)) >= 0) break;
+        if (id < 0) { e->count = mark; break; }
+        emit(e, id);
+        i = j;
+    }
+    if (e->count == mark && t->unk_id >= 0) emit(e, t->unk_id);
+}
+
+/* BERT's pre-processing of a fragment, then each word: whitespace separates words, control
+ * characters and U+FFFD (also invalid bytes) are dropped, punctuation, ASCII symbols and CJK
+ * ideographs are words of their own; optionally NFD without marks and lowercase.
+ * buf holds at least 4 * n + 8 bytes (a character grows by at most half under the maps). */
+static void wpm_fragment(const Tokenizer *t, const unsigned char *src, size_t n, unsigned char *buf, Emit *e) {
+    memcpy(buf, SPACE_MARK, 3);
+    size_t m = 3;                       /* buf[0..m): "▁" + the current word */
+#define WPM_FLUSH() do { if (m > 3) wpm_word(t, buf, m, e); m = 3; } while (0)
+    for (size_t i = 0; i < n;) {
+        int len;
+        if (utf8_check(src + i, n - i, &len) <= 0) { i++; continue; }
+        uint32_t cp = decode_cp(src + i, len);
+        i += (size_t)len;
+        if (t->strip_accents) {        /* a Hangul syllable decomposes to its leading jamo first */
+            if (cp >= 0xAC00 && cp <= 0xD7A3) cp = 0x1100 + (cp - 0xAC00) / 588;
+            else cp = map_cp(tokenizer_unicode_nfd, tokenizer_unicode_n_nfd, cp);
+        }
+        unsigned f = tokenizer_unicode_flags(cp);
+        if (f & U_SPACE) { WPM_FLUSH(); continue; }
+        if (cp == 0 || cp == 0xFFFD || (f & U_OTHER)) continue;
+        if (t->strip_accents && (f & U_MARK)) continue;
+        uint32_t out = t->lowercase ? map_cp(tokenizer_unicode_lower, tokenizer_unicode_n_lower, cp) : cp;
+        if ((f & U_PUNCT) || (cp < 0x7F && (f & U_SYMBOL)) || is_cjk_ideograph(cp)) {
+            WPM_FLUSH();
+            m += put_utf8(buf + m, out);
+            WPM_FLUSH();
+        } else {
+            m += put_utf8(buf + m, out);
+        }
+    }
+    WPM_FLUSH();
+#undef WPM_FLUSH
 }
 
 /* ===================================================================================== */
@@ -923,25 +1245,53 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_b
             else spm_merge(t, buf, n, &w, &e);
             prev_special = 0;
         }
+    } else if (t->model == TOKENIZER_WPM) {
+        mem = malloc(4 * longest + 8);
+        if (!mem) { free(f1.a); return TOKENIZER_E_NOMEM; }
+        for (int i = 0; i < f1.n; i++) {
+            if (f1.a[i].id >= 0) emit(&e, f1.a[i].id);
+            else wpm_fragment(t, s + f1.a[i].start, (size_t)f1.a[i].len, mem, &e);
+        }
+    } else if (t->model == TOKENIZER_BPE_UTF8) {
+        size_t nb = 3 * longest + 1;          /* every space -> "▁" */
+        size_t bytes = nb * sizeof(BpeSym) + 3 * nb * sizeof(Cand) + nb;
+        mem = malloc(bytes);
+        if (!mem) { free(f1.a); return TOKENIZER_E_NOMEM; }
+        BpeScratch sc;
+        char *p = mem;
+        sc.syms = (BpeSym *)(void *)p; p += nb * sizeof(BpeSym);
+        sc.heap = (Cand *)(void *)p; p += 3 * nb * sizeof(Cand);
+        sc.chars = NULL;
+        sc.bnd = NULL;
+        for (int i = 0; i < f1.n; i++) {
+            if (f1.a[i].id >= 0) emit(&e, f1.a[i].id);
+            else bpe_utf8_fragment(t, s + f1.a[i].start, (size_t)f1.a[i].len, (unsigned char *)p, &sc, &e);
+        }
     } else {
         size_t nb = longest + 1;
-        size_t bytes = nb * sizeof(Char) + nb * sizeof(BpeSym) + 3 * nb * sizeof(Cand);
+        size_t bytes = nb * sizeof(Char) + nb * sizeof(BpeSym) + 3 * nb * sizeof(Cand) + nb;
         mem = malloc(bytes);
         if (!mem) { free(f1.a); return TOKENIZER_E_NOMEM; }
         BpeScratch sc;
         char *p = mem;
         sc.chars = (Char *)(void *)p; p += nb * sizeof(Char);
         sc.syms = (BpeSym *)(void *)p; p += nb * sizeof(BpeSym);
-        sc.heap = (Cand *)(void *)p;
+        sc.heap = (Cand *)(void *)p; p += 3 * nb * sizeof(Cand);
+        sc.bnd = (uint8_t *)p;
+        int chain = t->pre == TOKENIZER_PRE_DEEPSEEK_LLM || t->pre == TOKENIZER_PRE_DEEPSEEK_CODER ||
+                    t->pre == TOKENIZER_PRE_FALCON;
         for (int i = 0; i < f1.n; i++) {
             if (f1.a[i].id >= 0) { emit(&e, f1.a[i].id); continue; }
             const unsigned char *src = s + f1.a[i].start;
             size_t n = (size_t)f1.a[i].len;
             int nc = split_chars(src, n, sc.chars);
+            if (chain) chain_split(t->pre, sc.chars, nc, sc.bnd);
             for (int c = 0; c < nc;) {
                 int end;
-                if (t->pre == TOKENIZER_PRE_GPT2) end = scan_gpt2(sc.chars, c, nc);
-                else if (t->pre == TOKENIZER_PRE_QWEN2) end = scan_llama3(sc.chars, c, nc, 1);
+                if (chain) { end = c + 1; while (!sc.bnd[end]) end++; }
+                else if (t->pre == TOKENIZER_PRE_GPT2) end = scan_gpt2(sc.chars, c, nc);
+                else if (t->pre == TOKENIZER_PRE_QWEN2) end = scan_llama3(sc.chars, c, nc, 1, 0);
+                else if (t->pre == TOKENIZER_PRE_QWEN35) end = scan_llama3(sc.chars, c, nc, 1, 1);
                 else if (t->pre == TOKENIZER_PRE_STARCODER) {
                     /* digits are split off first: the GPT-2 regex sees the text between them */
                     if (is_n(&sc.chars[c])) end = c + 1;
@@ -950,7 +1300,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int add_b
                         while (bound < nc && !is_n(&sc.chars[bound])) bound++;
                         end = scan_gpt2(sc.chars, c, bound);
                     }
-                } else end = scan_llama3(sc.chars, c, nc, 3);
+                } else end = scan_llama3(sc.chars, c, nc, 3, 0);
                 size_t b0 = sc.chars[c].off, b1 = end < nc ? sc.chars[end].off : n;
                 bpe_word(t, src + b0, b1 - b0, &sc, &e);
                 c = end;

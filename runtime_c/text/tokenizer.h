@@ -1,4 +1,4 @@
-/* tokenizer.h: text <-> token ids for the two tokenizer families of GGUF ternary models.
+/* tokenizer.h: text <-> token ids for the tokenizer families of GGUF models.
  *
  *   SPM  (tokenizer.ggml.model = "llama"): SentencePiece vocabularies. The text gets a "▁"
  *        space prefix (add_space_prefix), spaces become "▁", then either
@@ -11,9 +11,17 @@
  *        Pieces that are no token fall back to byte tokens <0xNN> (or <unk>, consecutive
  *        unknown characters collapsing into one <unk> like sentencepiece).
  *   BPE  (tokenizer.ggml.model = "gpt2"): byte-level BPE. The text is cut into words by a
- *        hand-written scanner equivalent to the pre-tokenizer regex (LLaMA-3/Falcon3 or GPT-2),
- *        each word's bytes are merged by merge rank (ties: leftmost). With ignore_merges
- *        (LLaMA-3) a word that is itself a token is emitted directly.
+ *        hand-written scanner equivalent to the pre-tokenizer regex (LLaMA-3/Falcon3, GPT-2,
+ *        Qwen2, Qwen3.5, StarCoder) or by a chain of splits (deepseek-llm, deepseek-coder,
+ *        falcon), each word's bytes are merged by merge rank (ties: leftmost). With
+ *        ignore_merges (LLaMA-3) a word that is itself a token is emitted directly.
+ *   BPE_UTF8 ("gemma4"): spaces become "▁", the text is cut into newline runs and the rest,
+ *        and BPE merges start from the UTF-8 characters; text left without a token becomes
+ *        <0xNN> byte tokens.
+ *   WPM  ("bert"): WordPiece as llama.cpp does it: optional NFD-first-code-point + mark
+ *        stripping and lowercasing, words cut at whitespace, punctuation, ASCII symbols and
+ *        CJK ideographs; each word ("▁" + word) is the longest token at each position, or
+ *        one <unk> when some position has none.
  *
  * Special tokens (control, user-defined, unknown with a text) are cut out of the input as
  * whole strings before that, longest first, like llama.cpp: control/unknown tokens only when
@@ -48,6 +56,9 @@
 enum {
     TOKENIZER_SPM = 1,          /* SentencePiece ("llama") */
     TOKENIZER_BPE = 2,          /* byte-level BPE ("gpt2") */
+    TOKENIZER_WPM = 3,          /* WordPiece ("bert"): greedy longest match inside words */
+    TOKENIZER_BPE_UTF8 = 4,     /* BPE over UTF-8 characters, spaces as "▁", <0xNN> byte
+                                   fallback, the text cut only at newline runs ("gemma4") */
 };
 
 enum {
@@ -57,6 +68,16 @@ enum {
     TOKENIZER_PRE_QWEN2 = 3,    /* the LLaMA-3 regex with single digits (\p{N}, not \p{N}{1,3}) */
     TOKENIZER_PRE_STARCODER = 4,/* every digit its own word, then the GPT-2 regex (starcoder,
                                    refact, smollm, command-r: HF Digits(individual) + ByteLevel) */
+    /* Chains of splits, each applied to every piece the previous ones left (isolating the
+     * matches, keeping the text between them as pieces too), as llama.cpp and HF's
+     * Sequence of Split(..., "isolated") pre-tokenizers do: */
+    TOKENIZER_PRE_DEEPSEEK_LLM = 5,   /* [\r\n] | \s?<Latin/Greek/Cyrillic/... letters>+ |
+                                         \s?<ASCII and full-width punctuation>+ | \s+$ |
+                                         <CJK and Hangul>+ | \p{N}+ */
+    TOKENIZER_PRE_DEEPSEEK_CODER = 6, /* [\r\n] | \s?\p{L}+ | \s?\p{P}+ | <CJK and Hangul>+ | \p{N} */
+    TOKENIZER_PRE_FALCON = 7,         /* [\p{P}$+<=>^~|`]+ | the GPT-2 regex | [0-9]{3} */
+    TOKENIZER_PRE_QWEN35 = 8,         /* Qwen2's regex with marks counted as letters:
+                                         [^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+ and ?[^\s\p{L}\p{M}\p{N}]+ */
 };
 
 /* The packed blob's header (written by compiler/tokenizer_pack.py, which reads these
@@ -85,6 +106,8 @@ enum {
     TOKB_FLAG_ADD_BOS = 1, TOKB_FLAG_ADD_EOS = 2, TOKB_FLAG_ADD_SPACE_PREFIX = 4,
     TOKB_FLAG_IGNORE_MERGES = 8,
     TOKB_FLAG_SPM_VITERBI = 16,   /* unigram: best-score segmentation instead of merging */
+    TOKB_FLAG_LOWERCASE = 32,     /* WPM: lowercase the text (BERT's uncased normalizer) */
+    TOKB_FLAG_STRIP_ACCENTS = 64, /* WPM: decompose (NFD) and drop combining marks */
 };
 
 /* Token types, as in GGUF tokenizer.ggml.token_type. */
@@ -122,7 +145,7 @@ typedef struct {
     /* from the blob: pointers into it, nothing copied */
     const unsigned char *blob;      /* the (4-byte aligned) blob */
     size_t blob_len;
-    int model;                      /* TOKENIZER_SPM or TOKENIZER_BPE */
+    int model;                      /* TOKENIZER_SPM, _BPE, _WPM or _BPE_UTF8 */
     int pre;                        /* TOKENIZER_PRE_* (BPE only) */
     int n_vocab;                    /* V */
     int bos_id, eos_id, eot_id, unk_id, pad_id;   /* -1 when the model has none */
@@ -148,6 +171,8 @@ typedef struct {
     float min_score;                /* SPM viterbi: unknown score = min_score - 10 */
     int max_token_chars;            /* SPM viterbi: longest matchable token in characters */
     int max_piece_len;              /* longest printed piece in bytes */
+    int max_token_bytes;            /* WPM: longest matchable token text in bytes */
+    int lowercase, strip_accents;   /* WPM normalizer (TOKB_FLAG_LOWERCASE / _STRIP_ACCENTS) */
 
     /* built by tokenizer_init, freed by tokenizer_free */
     int32_t *vocab_hash;            /* (vocab_mask+1) token ids keyed by match text, -1 empty */
