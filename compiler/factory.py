@@ -203,7 +203,7 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
                     head_dim: int = None, norm_eps: float = 1e-5, pre: str = None,
                     specials: dict = None, special_ids: dict = None, name: str = None,
                     rope_scaling: str = None, rope_factor: float = None, rope_orig_ctx: int = None,
-                    rope_freqs=None, extra_kv: dict = None) -> str:
+                    rope_freqs=None, extra_kv: dict = None, extra_tensors: list = None) -> str:
     """Write a random-weight GGUF model and return its path.
 
     arch: one of ARCHS. proj_type: one of PROJ_TYPES (TQ types need n_embd and n_ff to be
@@ -219,9 +219,11 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
     rope_scaling / rope_factor / rope_orig_ctx: written as <arch>.rope.scaling.type / .factor /
         .original_context_length (each only when given).
     rope_freqs: "llama3" writes a rope_freqs.weight tensor of Llama 3.1's factors
-        (llama3_rope_freqs: factor rope_factor or 8, original context rope_orig_ctx or 32), or an
-        array of rope_dim / 2 factors written as is.
-    extra_kv: metadata written as given, after everything else (tests of malformed values).
+        (llama3_rope_freqs: factor rope_factor or 8, original context rope_orig_ctx or 32; those
+        two are then not written as scaling keys unless rope_scaling is given), or an array of
+        rope_dim / 2 factors written as is.
+    extra_kv / extra_tensors: metadata (and TensorToWrite tensors) written as given, after
+        everything else (tests of malformed values).
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}")
@@ -247,9 +249,12 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
           p + "vocab_size": n_vocab}
     if rope_scaling is not None:
         kv[p + "rope.scaling.type"] = rope_scaling
-    if rope_factor is not None:
+    # with rope_freqs="llama3" the factor and original context are the factors' parameters (as in
+    # Llama 3.1 files, no scaling keys), unless a scaling type is given too
+    llama3_only = isinstance(rope_freqs, str) and rope_scaling is None
+    if rope_factor is not None and not llama3_only:
         kv[p + "rope.scaling.factor"] = float(rope_factor)
-    if rope_orig_ctx is not None:
+    if rope_orig_ctx is not None and not llama3_only:
         kv[p + "rope.scaling.original_context_length"] = int(rope_orig_ctx)
     if explicit_head_dim or arch == "qwen3":
         kv[p + "attention.key_length"] = head_dim
@@ -325,7 +330,7 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
             for proj in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
                 tensors.append(TensorToWrite(f"{b}{proj}.scale", Q.F32, (1,),
                                              lambda: np.array([0.5 + rng.random()], dtype="<f4")))
-    write_gguf(path, kv, tensors)
+    write_gguf(path, kv, tensors + list(extra_tensors or []))
     return path
 
 
