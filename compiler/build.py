@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .codegen import (KV_TYPES, BuildOptions, batch_size, blob_s, copy_runtime, model_config_h, weights_index_c,
+from .codegen import (KV_TYPES, BuildOptions, batch_size, blob_s, copy_runtime, model_config_h, rope_freq_c, weights_index_c,
                       write_weights)
 from .errors import BitnetError
 from .gguf_import import load_gguf
@@ -107,6 +107,7 @@ def info_json(m: Model, target: Target, opts: BuildOptions, kernel: str, sha: st
     info = {
         "model": m.source_name, "source_sha256": m.source_sha256,
         "architecture": hp.arch, "activation": hp.activation, "rope": hp.rope_style,
+        "rope_scaling": hp.rope_scaling.describe() + (", rope_freqs factors" if m.rope_freqs is not None else ""),
         "n_vocab": hp.n_vocab, "n_embd": hp.n_embd, "n_layer": hp.n_layer, "n_ff": hp.n_ff,
         "n_head": hp.n_head, "n_head_kv": hp.n_head_kv, "n_ctx_train": hp.n_ctx_train,
         "tokenizer": m.tokenizer.model if m.tokenizer else None,
@@ -136,7 +137,7 @@ def generate(m: Model, target: Target, build_dir: str, opts: BuildOptions, log=p
     with open(os.path.join(build_dir, "gen", "model_config.h"), "w") as f:
         f.write(model_config_h(m, opts, idx, size, target))
     with open(os.path.join(build_dir, "gen", "weights_index.c"), "w") as f:
-        f.write(weights_index_c(idx, sha, info_json(m, target, opts, kernel, sha)))
+        f.write(weights_index_c(idx, sha, info_json(m, target, opts, kernel, sha), rope_freq_c(m)))
     gen_c = ["gen/weights_index.c"]
     ut = unicode_tables()
     if ut is not None:
@@ -213,6 +214,10 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
         log(f"warning: {wmsg}")
     log(f"model: {m.hp.arch}, {m.hp.n_layer} layers, E={m.hp.n_embd}, F={m.hp.n_ff}, V={m.hp.n_vocab}; "
         f"activation {m.hp.activation} ({m.hp.activation_reason})")
+    if m.hp.rope_scaling.kind != "none" or m.rope_freqs is not None or m.hp.rope_scaling.attn_factor != 1.0:
+        log(f"rope scaling: {m.hp.rope_scaling.describe()}"
+            + (f"; rope_freqs factors for {m.rope_freqs.size} pairs" if m.rope_freqs is not None else "")
+            + f" (trained context {m.hp.n_ctx_train})")
     grouped = m.block_scaled()
     if grouped:
         n_proj = sum(len(L.projections()) for L in m.layers)

@@ -5,6 +5,7 @@ Every failure a user can cause ends in one line `error: ...` on stderr and exit 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -77,6 +78,11 @@ def inspect_report(path: str, ternarize: bool) -> dict:
         "architecture": hp.arch, "family": hp.family,
         "activation": hp.activation, "activation_reason": hp.activation_reason,
         "rope_style": hp.rope_style,
+        "rope_scaling": dict(dataclasses.asdict(hp.rope_scaling),
+                             rope_freqs=None if m.rope_freqs is None else [float(x) for x in m.rope_freqs],
+                             summary=hp.rope_scaling.describe()
+                             + ("" if m.rope_freqs is None else f"; rope_freqs factors for {m.rope_freqs.size} pairs "
+                                f"({float(m.rope_freqs.min()):g}..{float(m.rope_freqs.max()):g})")),
         "hparams": {k: getattr(hp, k) for k in ("n_vocab", "n_embd", "n_layer", "n_ff", "n_head", "n_head_kv",
                                                "head_dim", "n_ctx_train", "rope_base", "rope_dim", "norm_eps",
                                                "sub_norms", "tied_head")},
@@ -105,6 +111,7 @@ def print_inspect(r: dict):
     print(f"file          {r['file']}  (sha256 {r['sha256'][:16]}…)")
     print(f"architecture  {r['architecture']}  (family {r['family']}, RoPE {r['rope_style']})")
     print(f"activation    {r['activation']}: {r['activation_reason']}")
+    print(f"rope scaling  {r['rope_scaling']['summary']}")
     print("hparams       " + ", ".join(f"{k}={v}" for k, v in hp.items()))
     t = r["tokenizer"]
     if t:
@@ -204,6 +211,8 @@ def cmd_make_test_model(a):
     a.type_default = a.type is None
     a.type = a.type or "tq2_0"
     from .factory import SHAPES_2B4T, make_shape_model, make_test_model
+    rope = dict(rope_scaling=a.rope_scaling, rope_factor=a.rope_factor, rope_orig_ctx=a.rope_orig_ctx,
+                rope_freqs=a.rope_freqs)
     if a.shape not in ("tiny", "2b4t"):
         from . import configs
         try:
@@ -217,7 +226,7 @@ def cmd_make_test_model(a):
         try:
             make_shape_model(a.output, a.shape, None if a.type_default else a.type, n_layer=a.n_layer,
                              n_vocab=a.n_vocab, n_ctx=a.n_ctx, seed=a.seed, embd_type=a.embd_type,
-                             block_scales=a.block_scales)
+                             block_scales=a.block_scales, **rope)
         except ValueError as e:
             raise BitnetError(str(e)) from None
         print(a.output)
@@ -229,7 +238,7 @@ def cmd_make_test_model(a):
             shape[k] = v
     try:
         make_test_model(a.output, a.arch, a.type, tokenizer=a.tokenizer, seed=a.seed,
-                        embd_type=a.embd_type, block_scales=a.block_scales, **shape)
+                        embd_type=a.embd_type, block_scales=a.block_scales, **rope, **shape)
     except ValueError as e:
         raise BitnetError(str(e)) from None
     print(a.output)
@@ -518,6 +527,14 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--block-scales", action="store_true",
                    help="block types (q2_0, q2_0_g128, q1_0, tq1_0, tq2_0): a different scale in every block, "
                         "and for Q2_0 some +2 weights, as Ternary Bonsai's files have (run block-scaled)")
+    s.add_argument("--rope-scaling", choices=["none", "linear", "yarn"],
+                   help="write <arch>.rope.scaling.type (e.g. --rope-scaling yarn --rope-factor 4 --rope-orig-ctx 64)")
+    s.add_argument("--rope-factor", type=float, metavar="X", help="write <arch>.rope.scaling.factor")
+    s.add_argument("--rope-orig-ctx", type=int, metavar="N",
+                   help="write <arch>.rope.scaling.original_context_length")
+    s.add_argument("--rope-freqs", choices=["llama3"],
+                   help="write a rope_freqs.weight tensor of Llama 3.1's per-pair factors (from --rope-factor, "
+                        "default 8, and --rope-orig-ctx, default 32)")
     s.set_defaults(fn=cmd_make_test_model)
 
     s = sub.add_parser("tokenize", help="print the ids (and pieces) the model's compiled C tokenizer gives for a text")

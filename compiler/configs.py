@@ -11,6 +11,9 @@ Fields (HF config.json names in brackets):
   n_head [num_attention_heads], n_head_kv [num_key_value_heads],
   head_dim [head_dim; E / H when absent], n_vocab [vocab_size],
   n_ctx [max_position_embeddings], rope_base [rope_theta], rope_scaling [rope_scaling],
+  rope_yarn      (factor, original_max_position_embeddings) of a published YaRN rope_scaling:
+                 the factory writes them as <arch>.rope.scaling.*; None (or absent) when the
+                 model has no scaling or its values were not found
   norm_eps [rms_norm_eps], tied [tie_word_embeddings]
   activation     relu2 / silu [hidden_act]
   qk_norm        per-head RMSNorm of q and k before RoPE (Qwen3)
@@ -151,16 +154,24 @@ PUBLISHED = {
     "ternary-bonsai-8b": dict(
         hf_repo="prism-ml/Ternary-Bonsai-8B-gguf", arch="qwen3",
         n_embd=4096, n_layer=36, n_ff=12288, n_head=32, n_head_kv=8, head_dim=128, n_vocab=151936,
-        n_ctx=65536, rope_base=1000000.0, rope_scaling="yarn (context 65,536 in the model card; factor not "
-                                                       "found)", norm_eps=1e-6, tied=False,
+        n_ctx=65536, rope_base=1000000.0,
+        rope_scaling="yarn, factor and original context not published in any source found (see notes)",
+        rope_yarn=None, norm_eps=1e-6, tied=False,
         activation="silu", qk_norm=True, tokenizer="qwen2", specials=_QWEN_SPECIALS,
         bos=-1, eos=151645, eot=151645, chat="chatml",
         weights="GGUF Q2_0 with 128-weight groups (PrismML's fork of id 42), one fp16 scale per group",
         source="llmsreview.com/models/prism-ml--ternary-bonsai-8b-gguf (model card: base Qwen3-8B, 36 layers, "
                "32 q / 8 kv heads, 65,536 context, vocab 151,936, ternary embeddings and LM head); widths "
                "of Qwen3-8B",
-        verified=True, notes="the card's 65,536 context implies YaRN scaling, which bitnet-aot does not "
-                             "implement: the shape uses the unscaled RoPE"),
+        verified=True, notes="the card's 65,536 context implies YaRN scaling, but "
+                             "neither its config.json nor its GGUF metadata was in the searchable sources "
+                             "(searched 2026-12-03: the card pages at dev.modelhub.org.cn and llmsreview.com "
+                             "give the context only). A third-party repack, vinpix/Bonsai-8B-TQ-GGUF (page "
+                             "mirrored at kk6lht.com/vinpix/Bonsai-8B-TQ-GGUF), says it has 'RoPE/YaRN scaling "
+                             "removed (native context up to 16k)', which suggests original context 16,384 and "
+                             "factor 4; unconfirmed, so the shape writes no scaling keys. bitnet-aot implements "
+                             "YaRN: make-test-model --shape ternary-bonsai-8b --rope-scaling yarn --rope-factor F "
+                             "--rope-orig-ctx N writes them"),
 }
 
 

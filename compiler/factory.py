@@ -201,7 +201,9 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
                     proj_scales: bool = False, block_scales: bool = False, seed: int = 0,
                     zero_fraction: float = 0.35,
                     head_dim: int = None, norm_eps: float = 1e-5, pre: str = None,
-                    specials: dict = None, special_ids: dict = None, name: str = None) -> str:
+                    specials: dict = None, special_ids: dict = None, name: str = None,
+                    rope_scaling: str = None, rope_factor: float = None, rope_orig_ctx: int = None,
+                    rope_freqs=None, extra_kv: dict = None, extra_tensors: list = None) -> str:
     """Write a random-weight GGUF model and return its path.
 
     arch: one of ARCHS. proj_type: one of PROJ_TYPES (TQ types need n_embd and n_ff to be
@@ -214,6 +216,14 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
     head_dim: D when it is not n_embd / n_head (written as <arch>.attention.key_length).
     pre: the BPE pre-tokenizer name written as tokenizer.ggml.pre (default llama-bpe).
     specials / special_ids: {id: text} placed at those ids, {"bos"/"eos"/"eot": id}.
+    rope_scaling / rope_factor / rope_orig_ctx: written as <arch>.rope.scaling.type / .factor /
+        .original_context_length (each only when given).
+    rope_freqs: "llama3" writes a rope_freqs.weight tensor of Llama 3.1's factors
+        (llama3_rope_freqs: factor rope_factor or 8, original context rope_orig_ctx or 32; those
+        two are then not written as scaling keys unless rope_scaling is given), or an array of
+        rope_dim / 2 factors written as is.
+    extra_kv / extra_tensors: metadata (and TensorToWrite tensors) written as given, after
+        everything else (tests of malformed values).
     """
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}")
@@ -237,6 +247,15 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
           p + "attention.head_count_kv": n_head_kv, p + "rope.freq_base": float(rope_base),
           p + "rope.dimension_count": head_dim, p + "attention.layer_norm_rms_epsilon": float(norm_eps),
           p + "vocab_size": n_vocab}
+    if rope_scaling is not None:
+        kv[p + "rope.scaling.type"] = rope_scaling
+    # with rope_freqs="llama3" the factor and original context are the factors' parameters (as in
+    # Llama 3.1 files, no scaling keys), unless a scaling type is given too
+    llama3_only = isinstance(rope_freqs, str) and rope_scaling is None
+    if rope_factor is not None and not llama3_only:
+        kv[p + "rope.scaling.factor"] = float(rope_factor)
+    if rope_orig_ctx is not None and not llama3_only:
+        kv[p + "rope.scaling.original_context_length"] = int(rope_orig_ctx)
     if explicit_head_dim or arch == "qwen3":
         kv[p + "attention.key_length"] = head_dim
         kv[p + "attention.value_length"] = head_dim
@@ -252,6 +271,7 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
         raise ValueError("tokenizer must be 'spm', 'bpe' or None")
     if tokenizer is not None and specials:
         kv = _place_specials(kv, n_vocab, specials, special_ids or {})
+    kv.update(extra_kv or {})
 
     def norm(n):
         return lambda: float_tensor_bytes((1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32), "f32")
@@ -280,6 +300,13 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
                TensorToWrite("output_norm.weight", Q.F32, (n_embd,), norm(n_embd))]
     if not tied:
         tensors.append(embd("output.weight"))
+    if rope_freqs is not None:
+        if isinstance(rope_freqs, str):
+            if rope_freqs != "llama3":
+                raise ValueError(f"rope_freqs must be 'llama3' or an array, not {rope_freqs!r}")
+            rope_freqs = llama3_rope_freqs(head_dim, rope_base, rope_factor or 8.0, rope_orig_ctx or 32)
+        ff = np.ascontiguousarray(rope_freqs, dtype="<f4")
+        tensors.append(TensorToWrite("rope_freqs.weight", Q.F32, (ff.size,), ff))
     for i in range(n_layer):
         b = f"blk.{i}."
         tensors += [
@@ -303,8 +330,23 @@ def make_test_model(path: str, arch: str = "bitnet-b1.58", proj_type: str = "tq2
             for proj in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
                 tensors.append(TensorToWrite(f"{b}{proj}.scale", Q.F32, (1,),
                                              lambda: np.array([0.5 + rng.random()], dtype="<f4")))
-    write_gguf(path, kv, tensors)
+    write_gguf(path, kv, tensors + list(extra_tensors or []))
     return path
+
+
+def llama3_rope_freqs(rope_dim: int, base: float, factor: float, orig_ctx: int,
+                      low_freq_factor: float = 1.0, high_freq_factor: float = 4.0) -> np.ndarray:
+    """Llama 3.1's RoPE frequency divisors, one per rotated pair (what converters store as
+    rope_freqs.weight): pairs whose wavelength 2 pi / theta is shorter than orig_ctx /
+    high_freq_factor keep their frequency (1), longer than orig_ctx / low_freq_factor are
+    slowed by `factor`, and between the two the divisor moves smoothly from 1 to factor."""
+    theta = base ** (-np.arange(0, rope_dim, 2, dtype=np.float64) / rope_dim)
+    wavelen = 2 * np.pi / theta
+    smooth = (orig_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    mid = 1.0 / ((1 - smooth) / factor + smooth)
+    out = np.where(wavelen < orig_ctx / high_freq_factor, 1.0,
+                   np.where(wavelen > orig_ctx / low_freq_factor, factor, mid))
+    return out.astype(np.float32)
 
 
 # Shapes of BitNet-b1.58-2B-4T, for benchmarks.
@@ -325,11 +367,14 @@ def shape_proj_type(row: dict) -> str:
 
 def make_shape_model(path: str, name: str, proj_type: str = None, *, n_layer: int = None,
                      n_vocab: int = None, n_ctx: int = None, seed: int = 0, embd_type: str = "f16",
-                     block_scales: bool = False) -> str:
+                     block_scales: bool = False, rope_scaling: str = None, rope_factor: float = None,
+                     rope_orig_ctx: int = None, rope_freqs=None) -> str:
     """A random-weight GGUF with the exact shape of the published model `name`
     (compiler/configs.py): widths, heads, head dim, vocabulary, RoPE, tied or untied head,
     special token ids. n_layer / n_vocab / n_ctx override the published values (tests use
-    fewer layers and a small vocabulary at the exact widths)."""
+    fewer layers and a small vocabulary at the exact widths). The RoPE scaling keys are the
+    published ones (the row's rope_yarn) unless rope_scaling / rope_factor / rope_orig_ctx /
+    rope_freqs are given."""
     from . import configs
     row = configs.get(name)
     tok, pre = _TOKENIZERS[row["tokenizer"]]
@@ -342,7 +387,18 @@ def make_shape_model(path: str, name: str, proj_type: str = None, *, n_layer: in
         hidden_activation=row["activation"] if row["arch"].startswith("bitnet") else None,
         head_dim=row["head_dim"] if row["head_dim"] * row["n_head"] != row["n_embd"] else None,
         norm_eps=row["norm_eps"], specials=row["specials"], special_ids=ids, seed=seed,
-        block_scales=block_scales, name=f"bitnet-aot test model, shape of {row['hf_repo']}")
+        block_scales=block_scales, name=f"bitnet-aot test model, shape of {row['hf_repo']}",
+        **_shape_rope(row, rope_scaling, rope_factor, rope_orig_ctx, rope_freqs))
 
 
-__all__ = ["make_test_model", "make_shape_model", "ARCHS", "PROJ_TYPES", "SHAPES_2B4T", "T_F32", "T_U32"]
+def _shape_rope(row: dict, kind, factor, orig_ctx, freqs) -> dict:
+    """The RoPE keys of a published shape: the row's rope_yarn (factor, original context) when
+    the configuration gives them, unless the caller asks for others."""
+    given = dict(rope_scaling=kind, rope_factor=factor, rope_orig_ctx=orig_ctx, rope_freqs=freqs)
+    if any(v is not None for v in given.values()) or not row.get("rope_yarn"):
+        return given
+    f, orig = row["rope_yarn"]
+    return dict(rope_scaling="yarn", rope_factor=f, rope_orig_ctx=orig, rope_freqs=None)
+
+
+__all__ = ["make_test_model", "make_shape_model", "llama3_rope_freqs", "ARCHS", "PROJ_TYPES", "SHAPES_2B4T", "T_F32", "T_U32"]

@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType, quants as gguf_quants
 from . import quants
 from .errors import BitnetError
 from .gguf_file import GGUFFile, I2_S, MXFP4, Q1_0, Q2_0, Q2_0_G128, TL1, TL2
-from .model import HParams, Layer, Model, TernaryWeight, TokenizerData
+from .model import ROPE_SCALINGS, HParams, Layer, Model, RopeScaling, TernaryWeight, TokenizerData
 
 F32, F16, BF16 = GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16
 TQ1_0, TQ2_0 = GGMLQuantizationType.TQ1_0, GGMLQuantizationType.TQ2_0
@@ -135,6 +135,7 @@ class Importer:
         rope_base = self.key(p + "rope.freq_base", float, default=10000.0)
         if rope_base <= 1.0:
             self.fail(f"rope.freq_base {rope_base} must be greater than 1")
+        scaling = self.rope_scaling(p, n_ctx)
         eps = self.key(p + "attention.layer_norm_rms_epsilon", float, default=1e-5)
         if not 0 < eps < 1:
             self.fail(f"attention.layer_norm_rms_epsilon {eps} must be in (0, 1)")
@@ -162,7 +163,76 @@ class Importer:
                        n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ctx_train=n_ctx,
                        rope_base=rope_base, rope_dim=rope_dim, rope_style=rope_style, norm_eps=eps,
                        activation=act, activation_reason=reason, sub_norms=sub,
-                       tied_head="output.weight" not in self.g.tensors, qk_norm=family == "qwen3")
+                       tied_head="output.weight" not in self.g.tensors, qk_norm=family == "qwen3",
+                       rope_scaling=scaling)
+
+    def rope_scaling(self, p: str, n_ctx: int) -> RopeScaling:
+        """<arch>.rope.scaling.* (llama.cpp's names, gguf-py's constants): every key present is
+        used or refused, never skipped. Without a type, a factor means linear (as in llama.cpp)."""
+        k = p + "rope.scaling."
+        kind = self.key(k + "type", str)
+        factor = self.key(k + "factor", float)
+        legacy = self.key(p + "rope.scale_linear", float)
+        if factor is not None and legacy is not None and factor != legacy:
+            self.fail(f"{k}factor {factor:g} and {p}rope.scale_linear {legacy:g} disagree")
+        factor = legacy if factor is None else factor
+        for key, what in ((k + "alpha", "NTK-aware alpha (XDRoPE)"),
+                          (k + "yarn_log_multiplier", "YaRN's mscale_all_dim (DeepSeek-style attention scaling)"),
+                          (k + "yarn_attn_factor", "a YaRN attention factor override")):
+            if key in self.g.kv:
+                self.fail(f"{key} ({what}) is not supported")
+        for t in ("rope_factors_long.weight", "rope_factors_short.weight"):
+            if t in self.g.tensors:
+                self.fail(f"tensor {t!r}: LongRoPE (Phi-3-style) scaling is not supported")
+        if kind is None:
+            kind = "none" if factor is None else "linear"
+        elif kind == "longrope":
+            self.fail(f"{k}type 'longrope' (Phi-3-style) is not supported; bitnet-aot implements "
+                      f"{', '.join(ROPE_SCALINGS)}")
+        elif kind not in ROPE_SCALINGS:
+            self.fail(f"{k}type {kind!r} is unknown; bitnet-aot implements {', '.join(ROPE_SCALINGS)}")
+        if kind == "none":
+            if factor not in (None, 0.0, 1.0):     # llama.cpp reads 0 as "not set"
+                self.fail(f"{k}factor {factor:g} contradicts {k}type 'none'")
+            factor = 1.0
+        elif factor is None:
+            factor = 1.0
+        elif kind == "yarn" and not 1.0 <= factor <= 1024.0:
+            self.fail(f"{k}factor {factor:g} must be in [1, 1024] for yarn scaling")
+        elif kind == "linear" and not 0.0 < factor <= 1024.0:
+            self.fail(f"{k}factor {factor:g} must be in (0, 1024] for linear scaling")
+        orig = self.key(k + "original_context_length", int)
+        if orig is not None:
+            self.bounded(k + "original_context_length", orig, 1, LIMITS["context_length"])
+        elif kind == "yarn":
+            orig = n_ctx                             # llama.cpp's default: the trained context
+        attn = self.key(k + "attn_factor", float, default=1.0)
+        if not 0 < attn <= 16:
+            self.fail(f"{k}attn_factor {attn:g} must be in (0, 16]")
+        yarn = {name: self.key(k + "yarn_" + name, float) for name in ("beta_fast", "beta_slow", "ext_factor")}
+        given = [k + "yarn_" + n for n, v in yarn.items() if v is not None]
+        if given and kind != "yarn":
+            self.fail(f"{given[0]} is given but {k}type is {kind!r}, not 'yarn'")
+        beta_fast = 32.0 if yarn["beta_fast"] is None else yarn["beta_fast"]
+        beta_slow = 1.0 if yarn["beta_slow"] is None else yarn["beta_slow"]
+        ext = 1.0 if yarn["ext_factor"] is None else yarn["ext_factor"]
+        if not 0 < beta_slow < beta_fast <= 1e6:
+            self.fail(f"{k}yarn_beta_fast {beta_fast:g} and yarn_beta_slow {beta_slow:g} must satisfy "
+                      "0 < beta_slow < beta_fast")
+        if not 0 <= ext <= 1:
+            self.fail(f"{k}yarn_ext_factor {ext:g} must be in [0, 1]")
+        finetuned = self.key(k + "finetuned", bool)
+        return RopeScaling(kind=kind, factor=float(factor), orig_ctx=int(orig or 0), attn_factor=attn,
+                           beta_fast=beta_fast, beta_slow=beta_slow, ext_factor=ext, finetuned=finetuned)
+
+    def rope_freqs(self, hp: HParams):
+        """Llama 3.1-style rope_freqs.weight [rope_dim / 2]: pair i's frequency is divided by it."""
+        if "rope_freqs.weight" not in self.g.tensors:
+            return None
+        a, _ = self.floats("rope_freqs.weight", (hp.rope_dim // 2,))
+        if not np.all(a > 0):
+            self.fail(f"tensor 'rope_freqs.weight' holds {float(a[a <= 0][0]):g}; its factors must be positive")
+        return a.astype(np.float32)
 
     # -- tensors ----------------------------------------------------------------------
     def info(self, name: str, shape: tuple):
@@ -371,6 +441,7 @@ class Importer:
         if not hp.tied_head:
             out, out_t = self.floats("output.weight", (V, E))
         out_norm, _ = self.floats("output_norm.weight", (E,))
+        rope_freqs = self.rope_freqs(hp)
         layers = []
         for i in range(hp.n_layer):
             b = f"blk.{i}."
@@ -397,7 +468,7 @@ class Importer:
         else:
             tok = self.tokenizer(V)
         return Model(hp=hp, token_embd=embd, token_embd_dtype=embd_t, output_norm=out_norm,
-                     layers=layers, output=out, output_dtype=out_t, tokenizer=tok,
+                     layers=layers, output=out, output_dtype=out_t, tokenizer=tok, rope_freqs=rope_freqs,
                      source_name=self.name, warnings=self.warnings)
 
 

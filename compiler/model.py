@@ -21,6 +21,43 @@ import numpy as np
 
 ACTIVATIONS = ("relu2", "silu")
 ROPE_STYLES = ("neox", "norm")  # neox: rotate halves (HF rotate_half); norm: adjacent pairs
+ROPE_SCALINGS = ("none", "linear", "yarn")
+
+
+@dataclass
+class RopeScaling:
+    """How the rotation angles of RoPE are stretched for a context longer than the one the
+    model was first trained at (GGUF <arch>.rope.scaling.*; the math is reference.rope_frequencies).
+
+    none:   angle = pos * base^(-2i/n) / ff_i              (ff: the rope_freqs factors, else 1)
+    linear: the same times 1/factor (position interpolation)
+    yarn:   per pair, a mix of the linear and the unscaled angle by YaRN's ramp over the
+            pairs that turn fewer than beta_slow..beta_fast times in orig_ctx positions, and
+            cos/sin multiplied by 1 + 0.1 ln(factor) (when ext_factor != 0)
+    attn_factor multiplies cos/sin in every kind (<arch>.rope.scaling.attn_factor, default 1)."""
+    kind: str = "none"          # see ROPE_SCALINGS
+    factor: float = 1.0         # context extension factor (llama.cpp's freq_scale is 1/factor)
+    orig_ctx: int = 0           # context before the extension (YaRN's correction range); 0: not given
+    attn_factor: float = 1.0
+    beta_fast: float = 32.0     # YaRN: pairs turning more often than this in orig_ctx are not interpolated
+    beta_slow: float = 1.0      # YaRN: pairs turning less often than this are fully interpolated
+    ext_factor: float = 1.0     # YaRN: weight of the extrapolated angle in the ramp (0: linear)
+    finetuned: Optional[bool] = None  # <arch>.rope.scaling.finetuned (informational)
+
+    def describe(self) -> str:
+        if self.kind == "none":
+            return "none" + ("" if self.attn_factor == 1.0 else f" (attn_factor {self.attn_factor:g})")
+        out = f"{self.kind} x{self.factor:g}"
+        if self.kind == "yarn":
+            out += (f", original context {self.orig_ctx}, beta_fast {self.beta_fast:g}, "
+                    f"beta_slow {self.beta_slow:g}, ext_factor {self.ext_factor:g}")
+        elif self.orig_ctx:
+            out += f", original context {self.orig_ctx}"
+        if self.attn_factor != 1.0:
+            out += f", attn_factor {self.attn_factor:g}"
+        if self.finetuned is not None:
+            out += ", finetuned" if self.finetuned else ", not finetuned"
+        return out
 
 
 @dataclass
@@ -44,6 +81,7 @@ class HParams:
     sub_norms: bool         # attn_sub_norm / ffn_sub_norm present (BitNet b1.58 graph)
     tied_head: bool         # logits use token_embd when output.weight is absent
     qk_norm: bool = False   # per-head RMSNorm of q and k before RoPE (Qwen3: attn_q_norm/attn_k_norm [D])
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
 
     @property
     def kv_dim(self) -> int:
@@ -124,6 +162,8 @@ class Model:
     layers: list                        # list[Layer]
     output: Optional[np.ndarray] = None  # f32 [V, E]; None when the head is tied
     output_dtype: Optional[str] = None
+    # Llama 3.1-style per-pair RoPE frequency divisors (GGUF rope_freqs.weight), f32 [rope_dim / 2]
+    rope_freqs: Optional[np.ndarray] = None
     tokenizer: Optional[TokenizerData] = None
     source_sha256: str = ""             # hash of the source file
     source_name: str = ""               # base name of the source file

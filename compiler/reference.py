@@ -7,6 +7,8 @@ acc / as * ws, all in float32 like the C runtime.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .model import Model, TernaryWeight
@@ -57,13 +59,52 @@ def grouped_sums(q: np.ndarray, w: TernaryWeight) -> np.ndarray:
     return acc.astype(f32)
 
 
-def rope(x: np.ndarray, pos: np.ndarray, rope_dim: int, base: float, style: str) -> np.ndarray:
-    """x [T, H, D]; rotates the first rope_dim dims of each head."""
-    half = rope_dim // 2
-    inv = (1.0 / (base ** (np.arange(half, dtype=np.float64) * 2.0 / rope_dim)))
-    ang = pos[:, None].astype(np.float64) * inv[None, :]                    # [T, half]
-    cos = np.cos(ang).astype(f32)[:, None, :]
-    sin = np.sin(ang).astype(f32)[:, None, :]
+def yarn_corr_dims(n_dims: int, orig_ctx: int, base: float, beta_fast: float, beta_slow: float):
+    """YaRN's correction range (low, high) in pair indices: pair i turns orig_ctx * theta_i / 2pi
+    times over the original context; the pairs turning more than beta_fast times keep their
+    angle, those turning less than beta_slow times are interpolated, a linear ramp between.
+    The pair turning r times is n_dims * ln(orig_ctx / (2 pi r)) / (2 ln base); low is
+    rounded down, high up, both clamped to [0, n_dims - 1] (as llama.cpp's ggml does)."""
+    def pair(turns):
+        return n_dims * math.log(orig_ctx / (turns * 2.0 * math.pi)) / (2.0 * math.log(base))
+    return max(0.0, float(math.floor(pair(beta_fast)))), min(n_dims - 1.0, float(math.ceil(pair(beta_slow))))
+
+
+def rope_frequencies(hp, freq_factors=None):
+    """(theta float64 [rope_dim / 2], mscale): pair i at position p turns by p * theta[i], and
+    its cos and sin are multiplied by mscale. The one definition of RoPE scaling (model.RopeScaling):
+    codegen writes these numbers into the generated C (BN_ROPE_FREQ, BN_ROPE_MSCALE).
+
+      theta_i = base^(-2i/n) / ff_i                      (ff: rope_freqs factors, else 1)
+      linear:  theta_i / factor
+      yarn:    theta_i * (1/factor * (1 - r_i) + r_i), r_i = ext_factor * (1 - clamp((i - low) / max(0.001, high - low), 0, 1))
+               mscale = attn_factor * (1 + 0.1 ln factor) when ext_factor != 0
+    """
+    n = hp.rope_dim
+    i = np.arange(n // 2, dtype=np.float64)
+    theta = 1.0 / (float(hp.rope_base) ** (i * 2.0 / n))
+    if freq_factors is not None:
+        theta = theta / np.asarray(freq_factors, dtype=np.float64)
+    s = hp.rope_scaling
+    mscale = float(s.attn_factor)
+    if s.kind == "linear" or (s.kind == "yarn" and s.ext_factor == 0):
+        theta = theta / s.factor
+    elif s.kind == "yarn":
+        low, high = yarn_corr_dims(n, s.orig_ctx, hp.rope_base, s.beta_fast, s.beta_slow)
+        ramp = (1.0 - np.clip((i - low) / max(0.001, high - low), 0.0, 1.0)) * s.ext_factor
+        theta = theta * ((1.0 / s.factor) * (1.0 - ramp) + ramp)
+        mscale *= 1.0 + 0.1 * math.log(s.factor)
+    return theta, mscale
+
+
+def rope(x: np.ndarray, pos: np.ndarray, theta: np.ndarray, mscale: float, style: str) -> np.ndarray:
+    """x [T, H, D]; rotates the first 2 * len(theta) dims of each head: pair i at position p by
+    p * theta[i] (rope_frequencies), cos and sin computed in float64, times mscale, rounded once."""
+    half = theta.size
+    rope_dim = 2 * half
+    ang = pos[:, None].astype(np.float64) * theta[None, :]                  # [T, half]
+    cos = (np.cos(ang) * mscale).astype(f32)[:, None, :]
+    sin = (np.sin(ang) * mscale).astype(f32)[:, None, :]
     out = x.copy()
     if style == "neox":       # pairs (i, i + half)
         a, b = x[..., :half], x[..., half:rope_dim]
@@ -219,6 +260,7 @@ class Reference:
         if kv not in KV_CHOICES:
             raise ValueError(f"kv must be one of {KV_CHOICES}, not {kv!r}")
         self.kv = kv
+        self.rope_theta, self.rope_mscale = rope_frequencies(model.hp, model.rope_freqs)
         self.embd, self.head, self.head_packed = model.token_embd, model.head, None
         if head != "auto" or embed != "auto":
             embd_kind, head_kind = matrix_kinds(model, head, embed)
@@ -251,8 +293,8 @@ class Reference:
             k = ternary_matmul(h, L.wk).reshape(T, Hkv, D)
             v = ternary_matmul(h, L.wv).reshape(T, Hkv, D)
             q, k = qk_head_norm(q, k, L, hp.norm_eps)
-            q = rope(q, pos, hp.rope_dim, hp.rope_base, hp.rope_style)
-            k = rope(k, pos, hp.rope_dim, hp.rope_base, hp.rope_style)
+            q = rope(q, pos, self.rope_theta, self.rope_mscale, hp.rope_style)
+            k = rope(k, pos, self.rope_theta, self.rope_mscale, hp.rope_style)
             (kc, ksc), (vc, vsc) = kv_store(k, self.kv), kv_store(v, self.kv)
             K = self.k_cache[li] = np.concatenate([self.k_cache[li], kc], axis=0)   # [S, Hkv, D]
             V = self.v_cache[li] = np.concatenate([self.v_cache[li], vc], axis=0)

@@ -393,13 +393,14 @@ static void ternary_matmul(bn_context *c, float *out, const float *x, int n, int
 /* ------------------------------------------------------------------------------------ */
 
 /* cos/sin of every rotated pair at position pos: cs[2i] = cos, cs[2i+1] = sin of
- * pos * base^(-2i/rope_dim), computed in double and rounded once (like the reference). */
+ * pos * BN_ROPE_FREQ[i], times BN_ROPE_MSCALE, computed in double and rounded once (like the
+ * reference). The frequencies hold the model's RoPE scaling (linear, YaRN, rope_freqs
+ * factors): the compiler computes them (reference.rope_frequencies) and writes them out. */
 static void rope_angles(float *cs, int pos) {
     for (int i = 0; i < BN_ROPE_DIM / 2; i++) {
-        double inv = 1.0 / pow((double)BN_ROPE_BASE, (double)(2 * i) / (double)BN_ROPE_DIM);
-        double ang = (double)pos * inv;
-        cs[2 * i] = (float)cos(ang);
-        cs[2 * i + 1] = (float)sin(ang);
+        double ang = (double)pos * BN_ROPE_FREQ[i];
+        cs[2 * i] = (float)(cos(ang) * BN_ROPE_MSCALE);
+        cs[2 * i + 1] = (float)(sin(ang) * BN_ROPE_MSCALE);
     }
 }
 

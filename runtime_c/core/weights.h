@@ -57,6 +57,9 @@ typedef struct {
 } bn_weights_index;
 
 extern const bn_weights_index BN_WEIGHTS_INDEX;   /* generated: weights_index.c */
+/* RoPE: pair i of a head at position p turns by p * BN_ROPE_FREQ[i] radians (base, scaling
+ * and rope_freqs factors included; reference.rope_frequencies), cos/sin times BN_ROPE_MSCALE. */
+extern const double BN_ROPE_FREQ[BN_ROPE_DIM / 2]; /* generated: weights_index.c */
 extern const char BN_WEIGHTS_SHA256[65];          /* generated: hex SHA-256 of the blob */
 extern const char BN_BUILD_INFO_JSON[];           /* generated: provenance, options, hparams */
 
