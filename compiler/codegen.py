@@ -125,6 +125,7 @@ def write_weights(m: Model, path: str, opts: BuildOptions, tokenizer_blob: bytes
                 e[key] = (w.add(pack_i2s(tw.codes)), tw.scale, tw.group, w.add(pack_group_scales(tw)))
             else:
                 e[key] = (w.add(PACKERS[opts.kernel](tw.codes)), tw.scale, 0, 0)
+            tw.release()      # keep only the 2-bit codes: one projection unpacked at a time
         layers.append(e)
     idx["layers"] = layers
     size, sha = w.close()

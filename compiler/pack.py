@@ -27,7 +27,7 @@ def pack_i2s(codes: np.ndarray) -> np.ndarray:
 def pack_group_scales(w) -> np.ndarray:
     """A block-scaled weight's scales -> f16 [ceil(M / 4)][ceil(KP / group)][4] (row r's
     group g at ((r / 4) * NG + g) * 4 + r % 4), zero past K and M (kernels/i2sg.h)."""
-    M, K = w.codes.shape
+    M, K = w.shape
     ng = -(-padded_k(K) // w.group)
     mt = -(-M // 4)
     d = np.zeros((mt * 4, ng), dtype="<f2")
