@@ -129,6 +129,14 @@ class TernaryWeight:
             self._codes = c
         return self._codes
 
+    @codes.setter
+    def codes(self, codes: np.ndarray) -> None:
+        codes = np.asarray(codes)
+        if tuple(codes.shape) != self.shape:
+            raise ValueError(f"new codes {codes.shape} do not match the weight's shape {self.shape}")
+        self._packed = _pack_codes2(codes)
+        self._codes = None
+
     def release(self) -> None:
         """Drop the unpacked int8 codes (they are decoded again on the next use)."""
         self._codes = None
