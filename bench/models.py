@@ -204,6 +204,12 @@ def project(f: dict, ctx: int, bandwidths: dict) -> dict:
            "build_rss_bytes": f["build_rss"]["fixed_bytes"] + f["build_rss"]["per_binary_byte"] * binary,
            "run_rss_bytes": f["run_rss"]["fixed_bytes"] + f["run_rss"]["per_token_byte"] * bpt["total"],
            "decode_tps": {}}
+    try:
+        ram = next(int(l.split()[1]) * 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        ram = None
+    out["ram_bytes_here"] = ram
+    out["fits_in_ram_here"] = ram is not None and out["run_rss_bytes"] < ram
     eff = f["decode_s_per_token"]
     out["decode_tps"]["this machine (fit)"] = 1.0 / (eff["overhead_s"] + eff["s_per_byte"] * bpt["total"])
     measured_bw = bandwidths.get("measured_gbps")
@@ -227,6 +233,9 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where GGUFs and binaries go (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the GGUFs and binaries")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--update", default=None, metavar="JSON",
+                    help="replace these shapes' rows in an earlier run's JSON (same machine and options: "
+                         "checked) and refit, instead of starting a new file")
     a = ap.parse_args()
     cpus = {int(c) for c in a.cpus.split(",")} if a.cpus else None
     names = [n.strip() for n in a.shapes.split(",") if n.strip()]
@@ -245,17 +254,34 @@ def main() -> None:
               "gen_tokens": a.gen, "reps": a.reps, "membw_gbps": bw, "rows": []}
     out = a.out or os.path.join(ROOT, "bench", "results",
                                 f"models-{result['date']}-{platform.node() or 'host'}.json")
+    kept = []
+    if a.update:
+        with open(a.update) as fh:
+            old = json.load(fh)
+        for k in ("cpu", "cpus", "threads", "prompt_tokens", "gen_tokens", "reps"):
+            if old.get(k) != result[k]:
+                raise SystemExit(f"error: {a.update} was run with {k} = {old.get(k)!r}, this run has "
+                                 f"{result[k]!r}; give the same options")
+        kept = [r for r in old["rows"] if r["shape"] not in names]
+        result["updated"] = old.get("updated", []) + [{"date": result["date"], "shapes": names,
+                                                       "membw_gbps": bw}]
+        result["membw_gbps"] = old["membw_gbps"]
+        out = a.update
+    result["rows"] = list(kept)
     for n in names:
         result["rows"].append(measure(n, a, workdir, cpus))
-        result["fits"] = fits(result["rows"])
+        result["fits"] = fits(sorted(result["rows"], key=lambda r: r["shape"]))
         with open(out, "w") as fh:     # after every shape: a long run keeps what it measured
             json.dump(result, fh, indent=1)
     if not a.workdir and not a.keep:
         shutil.rmtree(workdir, ignore_errors=True)
+    result["rows"].sort(key=lambda r: r["ternary_params"])
     if result.get("fits"):
         # typical servers' read bandwidth, for scale (see README "Accepted models")
+        bw = result["membw_gbps"]
         result["projection"] = project(result["fits"], a.prompt + a.gen // 2,
                                        {"measured_gbps": bw, "this machine": bw,
+                                        "Apple M2 Ultra (800 GB/s unified memory)": 800.0,
                                         "12-channel DDR5-4800 server (460.8 GB/s peak)": 460.8,
                                         "8-channel DDR4-3200 server (204.8 GB/s peak)": 204.8})
     with open(out, "w") as fh:
@@ -273,7 +299,8 @@ def main() -> None:
     if p:
         print(f"\nprojection, {p['bytes_per_token']['ternary_params'] / 1e9:.0f}B ternary parameters: binary "
               f"{p['binary_bytes'] / 2**30:.1f} GiB, build {p['build_s'] / 60:.0f} min, builder RSS "
-              f"{p['build_rss_bytes'] / 2**30:.0f} GiB, run RSS {p['run_rss_bytes'] / 2**30:.1f} GiB")
+              f"{p['build_rss_bytes'] / 2**30:.0f} GiB, run RSS {p['run_rss_bytes'] / 2**30:.1f} GiB"
+              + ("" if p["fits_in_ram_here"] else f" (more than this machine's {(p['ram_bytes_here'] or 0) / 2**30:.0f} GiB)"))
         for k, v in p["decode_tps"].items():
             print(f"  decode, {k}: {v:.2f} tok/s")
     print(f"wrote {out}")
