@@ -145,7 +145,7 @@ def measure(name: str, a, workdir: str, cpus) -> dict:
         if not m:
             raise SystemExit(f"error: no timings line from {exe}:\n{text[-1000:]}")
         runs.append({"wall_s": wall, "rss_bytes": rss, "prompt_tps": float(m.group(3)),
-                     "gen_tps": float(m.group(6)), "kernel": re.search(r"kernel (\S+?),", text).group(1)})
+                     "gen_tps": float(m.group(6)), "kernel": re.search(r"kernel ([^,]+),", text).group(1)})
     if not a.keep:
         os.unlink(exe)
     bpt = bytes_per_token(row, a.prompt + a.gen // 2)
@@ -157,7 +157,7 @@ def measure(name: str, a, workdir: str, cpus) -> dict:
         "prompt_tps": statistics.median(x["prompt_tps"] for x in runs),
         "gen_tps": statistics.median(x["gen_tps"] for x in runs),
         "rss_bytes": statistics.median(x["rss_bytes"] for x in runs),
-        "kernel": runs[0]["kernel"],
+        "kernel": runs[0]["kernel"], "revision": _revision(),
     }
     log(f"[{name}] build {t_build:.0f} s, binary {bin_size / 2**30:.2f} GiB, RSS {res['rss_bytes'] / 2**30:.2f} GiB, "
         f"prompt {res['prompt_tps']:.1f} tok/s, decode {res['gen_tps']:.2f} tok/s")
@@ -180,7 +180,11 @@ def fits(rows: list) -> dict:
     a, b = lstsq([r["bytes_per_token"]["total"] for r in rows], [1.0 / r["gen_tps"] for r in rows])
     a_p, b_p = lstsq([r["ternary_params"] for r in rows], [1.0 / r["prompt_tps"] for r in rows])
     a_b, b_b = lstsq([r["binary_bytes"] for r in rows], [r["build_s"] for r in rows])
-    a_m, b_m = lstsq([r["binary_bytes"] for r in rows], [r["build_rss_bytes"] for r in rows])
+    # the builder's memory changed with the code (2-bit resident codes): fit it on the rows the
+    # newest revision measured, when there are two or more
+    newest = [r for r in rows if r.get("revision") == rows[-1].get("revision")] if rows[-1].get("revision") else []
+    brows = newest if len(newest) >= 2 else rows
+    a_m, b_m = lstsq([r["binary_bytes"] for r in brows], [r["build_rss_bytes"] for r in brows])
     a_r, b_r = lstsq([r["bytes_per_token"]["total"] for r in rows], [r["rss_bytes"] for r in rows])
     return {"decode_s_per_token": {"overhead_s": a, "s_per_byte": b, "effective_gbps": 1e-9 / b if b > 0 else None},
             "prompt_s_per_token": {"overhead_s": a_p, "s_per_param": b_p},
@@ -270,7 +274,7 @@ def main() -> None:
     result["rows"] = list(kept)
     for n in names:
         result["rows"].append(measure(n, a, workdir, cpus))
-        result["fits"] = fits(sorted(result["rows"], key=lambda r: r["shape"]))
+        result["fits"] = fits(result["rows"])
         with open(out, "w") as fh:     # after every shape: a long run keeps what it measured
             json.dump(result, fh, indent=1)
     if not a.workdir and not a.keep:
@@ -304,6 +308,14 @@ def main() -> None:
         for k, v in p["decode_tps"].items():
             print(f"  decode, {k}: {v:.2f} tok/s")
     print(f"wrote {out}")
+
+
+def _revision() -> str:
+    try:
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
 
 
 def _cpu_name() -> str:
