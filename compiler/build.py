@@ -259,6 +259,12 @@ def build(gguf_path: str, target_name: str = "host", output: str | None = None, 
     finally:
         shutil.rmtree(local_cache, ignore_errors=True)
     log(f"compiled with zig {zv} for {target.zig_target} in {time.time() - t0:.1f} s")
+    linked = os.path.getsize(os.path.join(bdir, out_name))
+    if weights != "external" and linked < g["blob_bytes"]:
+        # a linker that drops part of an embedded blob must not leave a binary that crashes
+        raise BitnetError(f"the linked program ({linked} bytes) is smaller than its embedded weights "
+                          f"({g['blob_bytes']} bytes): the toolchain truncated them; build with "
+                          "--weights external")
     if weights == "external":
         shutil.copyfile(os.path.join(bdir, "weights.bin"), output + ".weights")
     tmp = output + ".tmp"

@@ -247,6 +247,59 @@ def test_blob_too_large_for_the_target_is_refused(cache, monkeypatch, tmp_path):
         b.build(cache.model(), "aarch64-linux", str(tmp_path / "x"), log=lambda s: None)
 
 
+def test_large_blob_is_embedded_in_1gib_pieces():
+    """One .incbin of 4 GiB or more is silently truncated by the toolchain (a 4.05 GiB blob
+    left a 48 MB binary that crashed): a blob over 1 GiB is embedded as consecutive pieces
+    that cover it exactly."""
+    import re
+    from bitnet_aot.codegen import INCBIN_CHUNK, BuildOptions, blob_s
+    from bitnet_aot.targets import load_target
+    t = load_target("x86_64-linux")
+    n = 4 * INCBIN_CHUNK + 12345
+    pieces = [(int(a), int(b)) for a, b in re.findall(r'\.incbin "weights\.bin", (\d+), (\d+)', blob_s(t, BuildOptions(), n))]
+    assert len(pieces) == 5 and all(b <= INCBIN_CHUNK for _, b in pieces)
+    assert [a for a, _ in pieces] == [sum(b for _, b in pieces[:i]) for i in range(5)]
+    assert sum(b for _, b in pieces) == n
+    small = blob_s(t, BuildOptions(), 1000)
+    assert '.incbin "weights.bin"\n' in small and ".incbin \"weights.bin\"," not in small
+
+
+def test_truncated_link_is_an_error_not_a_binary(cache, monkeypatch, tmp_path):
+    """If the linked program is smaller than the weights it embeds, the build fails with one
+    line instead of leaving a binary that crashes."""
+    import bitnet_aot.build as b
+    from bitnet_aot.errors import BitnetError
+
+    def short_link(cmds, bdir, *a, **kw):
+        with open(os.path.join(bdir, "model"), "wb") as f:
+            f.write(b"\x7fELF too short")
+    monkeypatch.setattr(b, "run_zig_all", short_link)
+    with pytest.raises(BitnetError, match="truncated.*--weights external"):
+        b.build(cache.model(), "x86_64-linux", str(tmp_path / "x"), log=lambda s: None)
+    assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_blob_over_4gib_links_and_runs_on_x86_64(tmp_path):
+    """A 4.2 GiB blob (f32 embedding, 2.2 M rows of 512): embedded in pieces, it links,
+    verifies and gives the reference's tokens."""
+    from bitnet_aot.build import build
+    from bitnet_aot.factory import make_test_model
+    p = make_test_model(str(tmp_path / "huge4.gguf"), "bitnet-b1.58", "tq2_0", n_layer=1, n_vocab=2_200_000,
+                        n_embd=512, embd_type="f32", tokenizer=None, n_ctx=64)
+    res = build(p, "x86_64-linux", str(tmp_path / "huge4"), log=lambda s: None)
+    assert res.blob_bytes >= 2 ** 32
+    assert os.path.getsize(res.output) > res.blob_bytes
+    want = Reference(load_gguf(p)).generate_greedy([5, 2_199_990, 7], 2)
+    os.remove(p)
+    shutil.rmtree(res.build_dir, ignore_errors=True)
+    r = _run([res.output, "--verify"])
+    assert r.returncode == 0, r.stderr
+    r = _run([res.output, "--ids", "5 2199990 7", "-n", "2", "--temp", "0", "--print-ids", "--ignore-eos"])
+    assert r.returncode == 0, r.stderr
+    assert [int(t) for t in r.stdout.split()] == want
+
+
 @pytest.mark.slow
 def test_blob_over_2gib_links_and_runs_on_x86_64(tmp_path):
     """x86-64 PC-relative references reach 2 GiB: the blob lives in a large-data section
