@@ -180,10 +180,10 @@ def fits(rows: list) -> dict:
     a, b = lstsq([r["bytes_per_token"]["total"] for r in rows], [1.0 / r["gen_tps"] for r in rows])
     a_p, b_p = lstsq([r["ternary_params"] for r in rows], [1.0 / r["prompt_tps"] for r in rows])
     a_b, b_b = lstsq([r["binary_bytes"] for r in rows], [r["build_s"] for r in rows])
-    # the builder's memory changed with the code (2-bit resident codes): fit it on the rows the
-    # newest revision measured, when there are two or more
-    newest = [r for r in rows if r.get("revision") == rows[-1].get("revision")] if rows[-1].get("revision") else []
-    brows = newest if len(newest) >= 2 else rows
+    # the builder's memory changed with the code (2-bit resident codes, 2026-12-03): rows
+    # measured before then carry no revision; fit it on the rows that do, when two or more
+    newer = [r for r in rows if r.get("revision")]
+    brows = newer if len(newer) >= 2 else rows
     a_m, b_m = lstsq([r["binary_bytes"] for r in brows], [r["build_rss_bytes"] for r in brows])
     a_r, b_r = lstsq([r["bytes_per_token"]["total"] for r in rows], [r["rss_bytes"] for r in rows])
     return {"decode_s_per_token": {"overhead_s": a, "s_per_byte": b, "effective_gbps": 1e-9 / b if b > 0 else None},
