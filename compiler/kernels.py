@@ -36,6 +36,8 @@ KERNEL_SOURCES: dict[str, tuple[KernelSource, ...]] = {
         KernelSource("i2s_avx512.c", ("-mavx2", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"), "avx512vnni"),
         KernelSource("tl2_avx2.c", ("-mavx2",), "avx2"),
         KernelSource("i2sg_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
+        KernelSource("i2sg_avx512.c", ("-mavx2", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"),
+                     "avx512vnni"),
         KernelSource("attn_avx2.c", ("-mavx2", "-mf16c"), "avx2"),
         KernelSource("head_avx2.c", ("-mavx2", "-mf16c", "-mfma"), "avx2"),
         KernelSource("head_avxvnni.c", ("-mavx2", "-mf16c", "-mfma", "-mavxvnni"), "avxvnni"),

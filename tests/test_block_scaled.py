@@ -27,7 +27,7 @@ from bitnet_aot.kernels import build_kernel_program  # noqa: E402
 from bitnet_aot.model import TernaryWeight  # noqa: E402
 from bitnet_aot.pack import pack_group_scales, pack_i2s, padded_k  # noqa: E402
 from bitnet_aot.reference import Reference, grouped_sums  # noqa: E402
-from conftest import host_cpu_flags  # noqa: E402
+from conftest import AVX512_VNNI_256, host_cpu_flags  # noqa: E402
 
 rng = np.random.default_rng(7)
 
@@ -88,12 +88,15 @@ def _have(exe):
         [ln.split()[1] for ln in lines if ln.startswith("pick ")][0]
 
 
-def test_dispatch_picks_avx2_where_the_cpu_has_it(harness):
+def test_dispatch_picks_the_best_variant_the_cpu_has(harness):
     have, pick = _have(harness)
     assert "i2sg_scalar" in have
     flags = host_cpu_flags()
     if "avx2" in flags and "f16c" in flags:
-        assert "i2sg_avx2" in have and pick == "i2sg_avx2"
+        assert "i2sg_avx2" in have
+        vnni = AVX512_VNNI_256 <= flags
+        assert ("i2sg_avx512vnni" in have) == vnni
+        assert pick == ("i2sg_avx512vnni" if vnni else "i2sg_avx2")
     else:
         assert pick == "i2sg_scalar"
 
@@ -101,6 +104,7 @@ def test_dispatch_picks_avx2_where_the_cpu_has_it(harness):
 CASES = [  # (G, M, K, N): M not a multiple of the 4-row tile; K with a half block past 128s
     (64, 1, 64, 1), (64, 7, 192, 3), (64, 33, 320, 2), (128, 9, 256, 4), (128, 66, 640, 1),
     (256, 13, 768, 3), (64, 257, 2560, 2),
+    (64, 6, 65536, 5),     # 1024 groups: the AVX-512 GEMM takes its tokens in chunks of 4
 ]
 
 

@@ -145,6 +145,8 @@ const ternary_kernel *kernel_by_name(const char *name) {
 /* ---- block-scaled kernels (i2sg.h): fastest first, scalar last ---------------------- */
 const grouped_kernel grouped_kernel_table[] = {
 #if KERNELS_X86
+    {"i2sg_avx512vnni", "avx512vnni", KCPU_AVX2 | KCPU_F16C | KCPU_AVX512VNNI, i2sg_gemv_avx512vnni,
+     i2sg_gemm_avx512vnni},
     {"i2sg_avx2", "avx2", KCPU_AVX2 | KCPU_F16C, i2sg_gemv_avx2, i2sg_gemm_avx2},
 #endif
 #if KERNELS_ARM64

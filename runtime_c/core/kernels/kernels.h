@@ -109,6 +109,10 @@ void i2sg_gemv_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x,
                     int KP, int row_begin, int row_end);
 void i2sg_gemm_avx2(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                     int N, int M, int KP, int row_begin, int row_end);
+void i2sg_gemv_avx512vnni(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                          int KP, int row_begin, int row_end);
+void i2sg_gemm_avx512vnni(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
+                          int N, int M, int KP, int row_begin, int row_end);
 void i2sg_gemv_neon(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                     int KP, int row_begin, int row_end);
 void i2sg_gemm_neon(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
