@@ -137,4 +137,21 @@ static inline uint16_t attn_f32_to_f16(float f) {
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
+/* One output column d of pv for the four queries (a SIMD variant's last columns when the head
+ * dim is not a multiple of 4): o[i][d] = sum over keys j in order of p[i][j] * v[j][d], the
+ * same products and sums as attn_scalar.c. */
+static inline void attn_pv_column(const attn_kv *kv, const float *p, int s0, int n, float *o, int d) {
+    const int D = kv->D;
+    for (int i = 0; i < ATTN_QB; i++) {
+        float acc = 0.0f;
+        for (int j = 0; j < n; j++) {
+            const size_t at = (size_t)(s0 + j) * D + d;
+            const float v = kv->type == ATTN_KV_F16 ? attn_f16_to_f32(((const uint16_t *)kv->v)[at])
+                          : kv->type == ATTN_KV_Q8 ? (float)((const int8_t *)kv->v)[at] : ((const float *)kv->v)[at];
+            acc += p[i * ATTN_CHUNK + j] * v;
+        }
+        o[(size_t)i * D + d] = acc;
+    }
+}
+
 #endif

@@ -117,17 +117,7 @@ static inline __attribute__((always_inline)) void pv_t(const attn_kv *kv, const 
         for (int i = 0; i < ATTN_QB; i++) _mm_storeu_ps(o + (size_t)i * D + d, a[i]);
         d += 4;
     }
-    for (; d < D; d++)
-        for (int i = 0; i < ATTN_QB; i++) {
-            float acc = 0.0f;
-            for (int j = 0; j < n; j++) {
-                const size_t at = (size_t)(s0 + j) * D + d;
-                const float v = type == ATTN_KV_F16 ? attn_f16_to_f32(((const uint16_t *)kv->v)[at])
-                              : type == ATTN_KV_Q8 ? (float)((const int8_t *)kv->v)[at] : ((const float *)kv->v)[at];
-                acc += p[i * ATTN_CHUNK + j] * v;
-            }
-            o[(size_t)i * D + d] = acc;
-        }
+    for (; d < D; d++) attn_pv_column(kv, p, s0, n, o, d);
 }
 
 void attn_pv_avx2(const attn_kv *kv, const float *p, int s0, int n, float *o) {
