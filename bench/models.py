@@ -48,6 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
+import kernels as kb  # noqa: E402  (bench/kernels.py: the membw probe, the CPU's name)
 from bitnet_aot import configs  # noqa: E402
 
 TIMING = re.compile(r"prompt (\d+) tokens in ([0-9.]+) s \(([0-9.]+) tok/s\), "
@@ -103,7 +104,6 @@ def run_measured(cmd: list, cpus, timeout: float = 3600) -> tuple:
 
 
 def membw(cpus, seconds: float = 1.0) -> float:
-    import kernels as kb
     with tempfile.TemporaryDirectory() as d:
         exe = kb.build(d)
         n = len(cpus) if cpus else os.cpu_count()
@@ -253,7 +253,7 @@ def main() -> None:
     log(f"probing memory read bandwidth on CPUs {sorted(cpus) if cpus else 'all'} (2 GiB buffer) ...")
     bw = membw(cpus)
     log(f"read bandwidth: {bw:.1f} GB/s")
-    result = {"date": datetime.date.today().isoformat(), "host": platform.node(), "cpu": _cpu_name(),
+    result = {"date": datetime.date.today().isoformat(), "host": platform.node(), "cpu": kb._cpu_name(),
               "cpus": sorted(cpus) if cpus else None, "threads": a.threads, "prompt_tokens": a.prompt,
               "gen_tokens": a.gen, "reps": a.reps, "membw_gbps": bw, "rows": []}
     out = a.out or os.path.join(ROOT, "bench", "results",
@@ -316,16 +316,6 @@ def _revision() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

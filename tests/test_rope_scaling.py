@@ -24,6 +24,8 @@ from bitnet_aot.gguf_import import load_gguf
 from bitnet_aot.model import RopeScaling
 from bitnet_aot.reference import Reference, rope, rope_frequencies
 
+import graph64
+
 from gguf import GGMLQuantizationType as Q
 
 D, BASE = 64, 10000.0       # the factory's default head dim (256 / 4 heads) and RoPE base
@@ -159,16 +161,10 @@ def _independent(m, tokens, theta, mscale):
     T, H, Hkv, Dh = len(tokens), hp.n_head, hp.n_head_kv, hp.head_dim
     neox = hp.arch == "qwen3"
 
-    def fq(x):
-        x32 = x.astype(np.float32)
-        s = np.float32(127) / np.maximum(np.abs(x32).max(-1, keepdims=True), np.float32(1e-5))
-        return np.clip(np.rint(x32 * s), -128, 127).astype(np.float64) / s.astype(np.float64)
-
-    def lin(x, w):
-        return fq(x) @ (w.codes.astype(np.float64) * w.scale).T
+    lin = graph64.linear
 
     def norm(x, g):
-        return x / np.sqrt((x * x).mean(-1, keepdims=True) + hp.norm_eps) * g
+        return graph64.rmsnorm(x, g, hp.norm_eps)
 
     rot = (mscale * np.exp(1j * np.arange(T)[:, None] * theta[None, :]))[:, None, :]
 

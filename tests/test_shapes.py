@@ -21,6 +21,8 @@ from bitnet_aot.factory import make_shape_model
 from bitnet_aot.gguf_import import load_gguf
 from bitnet_aot.reference import Reference
 
+import graph64
+
 SHAPES = configs.shape_names()
 # One layer, exact widths: these four cover SentencePiece + sub-norms + K not a multiple of
 # 256 (I2_S), the llama graph with D=256, and qwen3 with H*D != E; the others run under slow.
@@ -120,16 +122,10 @@ def _independent_qwen3(m, tokens):
     hp = m.hp
     T, H, Hkv, D = len(tokens), hp.n_head, hp.n_head_kv, hp.head_dim
 
-    def fq(x):
-        x32 = x.astype(np.float32)
-        s = np.float32(127) / np.maximum(np.abs(x32).max(-1, keepdims=True), np.float32(1e-5))
-        return np.clip(np.rint(x32 * s), -128, 127).astype(np.float64) / s.astype(np.float64)
-
-    def lin(x, w):
-        return fq(x) @ (w.codes.astype(np.float64) * w.scale).T
+    lin = graph64.linear
 
     def norm(x, g):
-        return x / np.sqrt((x * x).mean(-1, keepdims=True) + hp.norm_eps) * g
+        return graph64.rmsnorm(x, g, hp.norm_eps)
 
     half = D // 2
     rot = np.exp(1j * np.arange(T)[:, None] * (hp.rope_base ** (-np.arange(half) * 2.0 / D))[None, :])[:, None, :]
