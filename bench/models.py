@@ -176,9 +176,11 @@ def lstsq(xs, ys):
 def fits(rows: list) -> dict:
     if len(rows) < 2:
         return {}
-    # decode: seconds per token = overhead + bytes / bandwidth
-    a, b = lstsq([r["bytes_per_token"]["total"] for r in rows], [1.0 / r["gen_tps"] for r in rows])
-    a_p, b_p = lstsq([r["ternary_params"] for r in rows], [1.0 / r["prompt_tps"] for r in rows])
+    # decode: seconds per token = overhead + bytes / bandwidth, over the one-scale (i2s / tl)
+    # models: the projection is of one, and block-scaled ones (kernel "a + b") run slower
+    plain = [r for r in rows if "+" not in r.get("kernel", "")] or rows
+    a, b = lstsq([r["bytes_per_token"]["total"] for r in plain], [1.0 / r["gen_tps"] for r in plain])
+    a_p, b_p = lstsq([r["ternary_params"] for r in plain], [1.0 / r["prompt_tps"] for r in plain])
     a_b, b_b = lstsq([r["binary_bytes"] for r in rows], [r["build_s"] for r in rows])
     # the builder's memory changed with the code (2-bit resident codes, 2026-12-03): rows
     # measured before then carry no revision; fit it on the rows that do, when two or more
@@ -226,6 +228,15 @@ def project(f: dict, ctx: int, bandwidths: dict) -> dict:
     return out
 
 
+def bandwidths(measured: float) -> dict:
+    """Read bandwidths the projection is scaled to: this machine's, and typical servers' and
+    Apple's M2 Ultra's peaks (README "Accepted models" cites them)."""
+    return {"measured_gbps": measured, "this machine": measured,
+            "Apple M2 Ultra (800 GB/s unified memory)": 800.0,
+            "12-channel DDR5-4800 server (460.8 GB/s peak)": 460.8,
+            "8-channel DDR4-3200 server (204.8 GB/s peak)": 204.8}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shapes", default=",".join(configs.shape_names()))
@@ -237,10 +248,22 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where GGUFs and binaries go (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the GGUFs and binaries")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--refit", default=None, metavar="JSON",
+                    help="only recompute the fits and the projection of an earlier run's JSON")
     ap.add_argument("--update", default=None, metavar="JSON",
                     help="replace these shapes' rows in an earlier run's JSON (same machine and options: "
                          "checked) and refit, instead of starting a new file")
     a = ap.parse_args()
+    if a.refit:
+        with open(a.refit) as fh:
+            result = json.load(fh)
+        result["fits"] = fits(result["rows"])
+        result["projection"] = project(result["fits"], result["prompt_tokens"] + result["gen_tokens"] // 2,
+                                       bandwidths(result["membw_gbps"]))
+        with open(a.refit, "w") as fh:
+            json.dump(result, fh, indent=1)
+        print(json.dumps(result["projection"]["decode_tps"], indent=1))
+        return
     cpus = {int(c) for c in a.cpus.split(",")} if a.cpus else None
     names = [n.strip() for n in a.shapes.split(",") if n.strip()]
     for n in names:
@@ -283,11 +306,7 @@ def main() -> None:
     if result.get("fits"):
         # typical servers' read bandwidth, for scale (see README "Accepted models")
         bw = result["membw_gbps"]
-        result["projection"] = project(result["fits"], a.prompt + a.gen // 2,
-                                       {"measured_gbps": bw, "this machine": bw,
-                                        "Apple M2 Ultra (800 GB/s unified memory)": 800.0,
-                                        "12-channel DDR5-4800 server (460.8 GB/s peak)": 460.8,
-                                        "8-channel DDR4-3200 server (204.8 GB/s peak)": 204.8})
+        result["projection"] = project(result["fits"], a.prompt + a.gen // 2, bandwidths(bw))
     with open(out, "w") as fh:
         json.dump(result, fh, indent=1)
     print(f"\n{result['cpu']}, CPUs {result['cpus'] or 'all'}, -t {a.threads}, read bandwidth {bw:.1f} GB/s; "
