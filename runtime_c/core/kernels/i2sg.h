@@ -74,6 +74,17 @@ static inline float i2sg_row_scalar(const uint8_t *row, const uint16_t *d, int G
 typedef void (*i2sg_rows4_fn)(const uint8_t *w, const uint16_t *d, int G, const int8_t *x,
                               const int32_t *xs, float *y, int KP, int r);
 
+/* Exact integer activation sum of each group of one token (xs[0 .. ceil(KP / G))). */
+static inline void i2sg_group_sums(const int8_t *x, int G, int KP, int32_t *xs) {
+    const int ng = (KP + G - 1) / G;
+    for (int g = 0; g < ng; g++) {
+        int32_t s = 0;
+        const int end = (g + 1) * G < KP ? (g + 1) * G : KP;
+        for (int k = g * G; k < end; k++) s += x[k];
+        xs[g] = s;
+    }
+}
+
 #define I2SG_MAX_GROUPS 1024   /* activation sums on the stack (4 KiB: musl threads have 128 KiB);
                                   longer rows (K > 65536 at G = 64) take the scalar path */
 #define I2SG_STRIP 32          /* GEMM rows per strip */
@@ -86,13 +97,7 @@ void i2sg_gemv_rows(i2sg_rows4_fn rows4, int need_xs, const uint8_t *w, const ui
     int r = row_begin;
     if ((G == 64 || G % 128 == 0) && ng <= I2SG_MAX_GROUPS) {
         int32_t xs[I2SG_MAX_GROUPS];
-        if (need_xs)
-            for (int g = 0; g < ng; g++) {
-                int32_t s = 0;
-                const int end = (g + 1) * G < KP ? (g + 1) * G : KP;
-                for (int k = g * G; k < end; k++) s += x[k];
-                xs[g] = s;
-            }
+        if (need_xs) i2sg_group_sums(x, G, KP, xs);
         for (; r < row_end && r % 4; r++)   /* a range may start inside a 4-row scale tile */
             y[r] = i2sg_row_scalar(w + r * row_bytes, i2sg_row_scales(d, G, KP, r), G, x, KP);
         for (; r + 4 <= row_end; r += 4) rows4(w, d, G, x, need_xs ? xs : NULL, y, KP, r);

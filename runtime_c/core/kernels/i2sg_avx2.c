@@ -17,20 +17,10 @@
 
 #include "i2s_driver.h"   /* i2s_prefetch_distance */
 #include "i2sg.h"
+#include "i2sg_x86.h"
 #include "kernels.h"
 
 
-/* [a0..a3 totals, b0..b3 totals] of eight int32x8 vectors. */
-static inline __m256i hsum8(const __m256i a[4], const __m256i b[4]) {
-    const __m256i ha = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-    const __m256i hb = _mm256_hadd_epi32(_mm256_hadd_epi32(b[0], b[1]), _mm256_hadd_epi32(b[2], b[3]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(ha, hb, 0x20), _mm256_permute2x128_si256(ha, hb, 0x31));
-}
-
-static inline __m128i hsum4(const __m256i a[4]) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
 
 /* The four planes of one block of a row, multiplied with the block's activations:
  * h[0] = weights 0..63 (planes 0-1), h[1] = weights 64..127 (planes 2-3), int16. */
@@ -66,7 +56,7 @@ static void rows4(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, c
                 lo[i] = _mm256_madd_epi16(h[0], ones16);
                 hi[i] = _mm256_madd_epi16(h[1], ones16);
             }
-            const __m256i s = _mm256_sub_epi32(hsum8(lo, hi),
+            const __m256i s = _mm256_sub_epi32(i2sg_hsum8(lo, hi),
                 _mm256_set_m128i(_mm_set1_epi32(xs[2 * b + 1]), _mm_set1_epi32(xs[2 * b])));
             const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dt + 8 * b)));
             acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(dv)),
@@ -89,7 +79,7 @@ static void rows4(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, c
                     a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(_mm256_add_epi16(h[0], h[1]), ones16));
                 }
             }
-            const __m128i s = _mm_sub_epi32(hsum4(a), _mm_set1_epi32(xs[g]));
+            const __m128i s = _mm_sub_epi32(i2sg_hsum4(a), _mm_set1_epi32(xs[g]));
             const __m128 dv = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(dt + 4 * g)));
             acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_cvtps_pd(dv), _mm256_cvtepi32_pd(s)));
         }

@@ -15,19 +15,9 @@
 
 #include "i2s_driver.h"   /* i2s_prefetch_distance */
 #include "i2sg.h"
+#include "i2sg_x86.h"
 #include "kernels.h"
 
-/* [a0..a3 totals, b0..b3 totals] of eight int32x8 vectors. */
-static inline __m256i hsum8(const __m256i a[4], const __m256i b[4]) {
-    const __m256i ha = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-    const __m256i hb = _mm256_hadd_epi32(_mm256_hadd_epi32(b[0], b[1]), _mm256_hadd_epi32(b[2], b[3]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(ha, hb, 0x20), _mm256_permute2x128_si256(ha, hb, 0x31));
-}
-
-static inline __m128i hsum4(const __m256i a[4]) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
 
 /* The four 2-bit planes of one 128-weight block of a row (32 bytes). */
 static inline __attribute__((always_inline)) void planes(const uint8_t *p, __m256i m3, __m256i c[4]) {
@@ -36,6 +26,13 @@ static inline __attribute__((always_inline)) void planes(const uint8_t *p, __m25
     c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
     c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
     c[3] = _mm256_and_si256(v, m3);
+}
+
+/* The activations of block b for T tokens (x + t * KP). */
+static inline __attribute__((always_inline)) void load_acts(const int8_t *x, int KP, int b, const int T,
+                                                           __m256i xq[2][4]) {
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < 4; j++) xq[t][j] = _mm256_loadu_si256((const __m256i *)(x + (long)t * KP + 128 * b + 32 * j));
 }
 
 /* Add the double products of the four rows' group sums s (int32, sum c*q minus the group's
@@ -60,9 +57,7 @@ static inline __attribute__((always_inline)) void rows4_t(const uint8_t *w, cons
     if (G == 64) {                       /* two groups per block: one reduction tree for both */
         for (int b = 0; b < blocks; b++) {
             __m256i xq[2][4], lo[2][4], hi[2][4];
-            for (int t = 0; t < T; t++)
-                for (int j = 0; j < 4; j++)
-                    xq[t][j] = _mm256_loadu_si256((const __m256i *)(x + (long)t * KP + 128 * b + 32 * j));
+            load_acts(x, KP, b, T, xq);
             for (int i = 0; i < 4; i++) {
                 __m256i c[4];
                 if (!(b & 1)) BN_PREFETCH_STREAM(rw[i] + 32 * b + pf);
@@ -77,7 +72,7 @@ static inline __attribute__((always_inline)) void rows4_t(const uint8_t *w, cons
             const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dt + 8 * b)));
             for (int t = 0; t < T; t++) {
                 const int32_t *xst = xs + (long)t * ng;
-                const __m256i s = _mm256_sub_epi32(hsum8(lo[t], hi[t]),
+                const __m256i s = _mm256_sub_epi32(i2sg_hsum8(lo[t], hi[t]),
                     _mm256_set_m128i(_mm_set1_epi32(xst[2 * b + 1]), _mm_set1_epi32(xst[2 * b])));
                 acc[t] = fma4(acc[t], _mm256_castps256_ps128(dv), _mm256_castsi256_si128(s));
                 acc[t] = fma4(acc[t], _mm256_extractf128_ps(dv, 1), _mm256_extracti128_si256(s, 1));
@@ -91,9 +86,7 @@ static inline __attribute__((always_inline)) void rows4_t(const uint8_t *w, cons
             const int b_end = (int)(g + 1) * bpg < blocks ? (int)(g + 1) * bpg : blocks;
             for (int b = (int)g * bpg; b < b_end; b++) {
                 __m256i xq[2][4];
-                for (int t = 0; t < T; t++)
-                    for (int j = 0; j < 4; j++)
-                        xq[t][j] = _mm256_loadu_si256((const __m256i *)(x + (long)t * KP + 128 * b + 32 * j));
+                load_acts(x, KP, b, T, xq);
                 for (int i = 0; i < 4; i++) {
                     __m256i c[4];
                     if (!(b & 1)) BN_PREFETCH_STREAM(rw[i] + 32 * b + pf);
@@ -104,7 +97,7 @@ static inline __attribute__((always_inline)) void rows4_t(const uint8_t *w, cons
             }
             const __m128 dv = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(dt + 4 * g)));
             for (int t = 0; t < T; t++)
-                acc[t] = fma4(acc[t], dv, _mm_sub_epi32(hsum4(a[t]), _mm_set1_epi32(xs[(long)t * ng + g])));
+                acc[t] = fma4(acc[t], dv, _mm_sub_epi32(i2sg_hsum4(a[t]), _mm_set1_epi32(xs[(long)t * ng + g])));
         }
     }
     for (int t = 0; t < T; t++) _mm_storeu_ps(y + (long)t * M + r, _mm256_cvtpd_ps(acc[t]));
@@ -118,17 +111,6 @@ static void rows4(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, c
 void i2sg_gemv_avx512vnni(const uint8_t *w, const uint16_t *d, int G, const int8_t *x, float *y,
                           int KP, int row_begin, int row_end) {
     i2sg_gemv_rows(rows4, 1, w, d, G, x, y, KP, row_begin, row_end);
-}
-
-/* Exact integer activation sum of each group of one token. */
-static void group_sums(const int8_t *x, int G, int KP, int32_t *xs) {
-    const int ng = (KP + G - 1) / G;
-    for (int g = 0; g < ng; g++) {
-        int32_t s = 0;
-        const int end = (g + 1) * G < KP ? (g + 1) * G : KP;
-        for (int k = g * G; k < end; k++) s += x[k];
-        xs[g] = s;
-    }
 }
 
 /* GEMM: tokens in chunks whose group sums fit XS_MAX; per chunk, strips of I2SG_STRIP rows
@@ -150,7 +132,7 @@ void i2sg_gemm_avx512vnni(const uint8_t *w, const uint16_t *d, int G, const int8
         const int nc = N - n0 < chunk ? N - n0 : chunk;
         const int8_t *xc = x + (long)n0 * KP;
         float *yc = y + (long)n0 * M;
-        for (int t = 0; t < nc; t++) group_sums(xc + (long)t * KP, G, KP, xs + (long)t * ng);
+        for (int t = 0; t < nc; t++) i2sg_group_sums(xc + (long)t * KP, G, KP, xs + (long)t * ng);
         for (int t = 0; t < nc; t++)
             for (int r = row_begin; r < row_end; r++)
                 if (r < t0 || r >= t1)

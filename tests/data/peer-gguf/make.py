@@ -4,7 +4,7 @@ write import and run as the same weights in F16.
 
     python tests/data/peer-gguf/make.py LLAMA_QUANTIZE BITNET_QUANTIZE
 
-LLAMA_QUANTIZE: llama.cpp's `llama-quantize` (`../shared/tools/build-peers.sh llama` builds
+LLAMA_QUANTIZE: llama.cpp's `llama-quantize` (the peer build script's `build-peers.sh llama` builds
 it from the llama.cpp vendored in the PyPI sdist llama-cpp-python==0.3.36, build 11312).
 BITNET_QUANTIZE: bitnet.cpp's `llama-quantize` (`build-peers.sh bitnet`: microsoft/BitNet
 1876a3e with its llama.cpp fork), for I2_S (type id 36 in its numbering), run with one
