@@ -254,6 +254,9 @@ def main() -> None:
                     help="replace these shapes' rows in an earlier run's JSON (same machine and options: "
                          "checked) and refit, instead of starting a new file")
     a = ap.parse_args()
+    for f in (a.refit, a.update):
+        if f and not os.path.isfile(f):
+            raise SystemExit(f"error: {f}: no such file (give the JSON an earlier run of bench/models.py wrote)")
     if a.refit:
         with open(a.refit) as fh:
             result = json.load(fh)
